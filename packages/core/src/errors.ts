@@ -1,0 +1,37 @@
+/**
+ * Error types thrown by @bgem3/core. Every message names what is wrong and, where it can,
+ * what to do about it; `code` is stable for programmatic handling.
+ */
+
+/** Codes carried by {@link M3Error}. */
+export type M3ErrorCode =
+  | 'MODEL_NOT_FOUND' // a needed model file is missing
+  | 'MODEL_FILE_INVALID' // a model file (ONNX, tokenizer, .pt, config) is unreadable or corrupt
+  | 'UNSAFE_PICKLE' // a .pt pickle asks for something outside the allow-list
+  | 'LAYOUT_UNSUPPORTED' // an ONNX graph whose inputs/outputs match no supported layout
+  | 'INVALID_ARGUMENT' // a caller passed a value of the right type but an unusable value
+  | 'INDEX_INVALID' // an index file is truncated, corrupt, from another version or model
+  | 'INDEX_MISMATCH' // an index and a model (or two indexes) disagree on dimension/vocabulary
+  | 'HUB_ERROR' // the Hugging Face Hub (or a mirror) refused or failed a request
+  | 'OFFLINE_MISS' // offline mode and the cache lacks a needed file
+  | 'INTEGRITY' // a downloaded file's size or sha256 does not match
+  | 'ABORTED' // the caller's AbortSignal fired
+  | 'WORKER_FAILED'; // an encoder worker thread died
+
+/** Base error of @bgem3/core: a message a user can act on plus a stable {@link M3ErrorCode}. */
+export class M3Error extends Error {
+  readonly code: M3ErrorCode;
+  /** The file the error is about, when there is one. */
+  readonly file?: string;
+  constructor(code: M3ErrorCode, message: string, options?: { file?: string; cause?: unknown }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = 'M3Error';
+    this.code = code;
+    if (options?.file !== undefined) this.file = options.file;
+  }
+}
+
+/** Throws a RangeError-style {@link M3Error} with code INVALID_ARGUMENT. */
+export function invalidArgument(message: string): never {
+  throw new M3Error('INVALID_ARGUMENT', message);
+}
