@@ -1,0 +1,54 @@
+/**
+ * Data types shared by the encoder, the scores and the retrieval engine. All are plain objects of
+ * typed arrays so they can cross worker threads (structured clone / transfer) without copies of
+ * per-element objects.
+ */
+
+/**
+ * Sparse lexical weights of one text: token ids ascending, one weight per id (FlagEmbedding's
+ * `lexical_weights` dict, with the id as a number rather than a decimal string).
+ */
+export interface SparseVector {
+  /** Token ids, strictly ascending. */
+  indices: Uint32Array;
+  /** Weights (> 0), `values[i]` belongs to `indices[i]`. */
+  values: Float32Array;
+}
+
+/** A row-major matrix of `count` vectors of `dim` floats: one text's ColBERT vectors. */
+export interface ColbertMatrix {
+  /** Row-major data, length `count * dim`. */
+  data: Float32Array;
+  /** Number of vectors (real tokens minus CLS, `</s>` kept). */
+  count: number;
+  /** Vector dimension. */
+  dim: number;
+}
+
+/** Which outputs to compute. All requested outputs come from one forward pass. */
+export interface OutputSelection {
+  /** L2-normalised CLS vector (default true). */
+  dense?: boolean;
+  /** Lexical weights (default false). */
+  sparse?: boolean;
+  /** ColBERT multi-vectors (default false). */
+  colbert?: boolean;
+}
+
+/** The encoding of one text. Fields not requested are absent. */
+export interface EncodeResult {
+  dense?: Float32Array;
+  sparse?: SparseVector;
+  colbert?: ColbertMatrix;
+  /** Tokens fed to the model for this text, `<s>` and `</s>` included. */
+  tokens: number;
+  /** True when the text was longer than `maxLength` tokens and was cut. */
+  truncated: boolean;
+}
+
+/** An encoding with all three outputs present (what indexing stores). */
+export interface FullEncodeResult extends EncodeResult {
+  dense: Float32Array;
+  sparse: SparseVector;
+  colbert: ColbertMatrix;
+}
