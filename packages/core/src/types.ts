@@ -52,3 +52,26 @@ export interface FullEncodeResult extends EncodeResult {
   sparse: SparseVector;
   colbert: ColbertMatrix;
 }
+
+/** Options of one encode call. */
+export interface EncodeOptions extends OutputSelection {
+  /** Max tokens per text, `<s>`/`</s>` included (default: the encoder's `maxLength`). */
+  maxLength?: number;
+  /** Stops the remaining batches when aborted; the call rejects with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What the retrieval engine and the framework adapters need from an encoder. `M3Encoder`
+ * implements it; so can a worker pool or a remote encoder.
+ */
+export interface TextEncoder3 {
+  /** A stable id of the model (used in cache keys and stored in indexes). */
+  readonly modelId: string;
+  /** Dense vector / ColBERT vector dimension. */
+  readonly dim: number;
+  /** Vocabulary size (the sparse index's id space). */
+  readonly vocabSize: number;
+  /** Encodes texts in input order; all requested outputs from one forward pass per text. */
+  encode(texts: readonly string[], options?: EncodeOptions): Promise<EncodeResult[]>;
+}
