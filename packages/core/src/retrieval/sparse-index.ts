@@ -656,7 +656,9 @@ export class SparseIndex {
   // Persistence
 
   private encode(): { byteLength: number; chunks: () => Iterable<Uint8Array> } {
-    this.compact();
+    // Not compact(): a second save may start while the first is pending (nothing can have
+    // changed since the first one compacted, so there is nothing to rebuild then).
+    if (this.dLen > 0 || this.slotCount !== this.idToSlot.size) this.rebuild();
     const V = this.vocabSize;
     const off = this.mOff;
     const termIds: number[] = [];
