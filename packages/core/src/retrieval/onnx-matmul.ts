@@ -1,0 +1,108 @@
+/**
+ * `A · Bᵀ` through onnxruntime, for the retrieval engine's hot matrix products (ColBERT MaxSim,
+ * exact dense search).
+ *
+ * Why: a JS triple loop runs at ~1 GFLOP/s; onnxruntime's MLAS Gemm is multithreaded SIMD (≈40×
+ * faster on the 100 × 256 × 1024 MaxSim, see peers-performance.md §3.2c). A two-node graph
+ * (optional Cast, then Gemm with transB=1) is built in memory once per element type and thread
+ * count, and its session is cached for the life of the process. B may be float32, float16 or
+ * int8 so compressed ColBERT vectors are widened inside onnxruntime (vectorised) instead of in JS.
+ * Inputs are passed as views: onnxruntime-node reads the JS buffers without an extra copy.
+ *
+ * Note: `session.run` executes on the calling thread and blocks the event loop for its duration
+ * (peers-performance.md §3.2d); keep single products to tens of milliseconds.
+ */
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { buildOnnxModel, OnnxType, type NodeSpec } from '../inference/onnx-graph.js';
+import { invalidArgument } from '../errors.js';
+
+/** Element type of the right-hand matrix B. */
+export type MatElement = 'float32' | 'float16' | 'int8';
+
+/** Options of the onnxruntime matrix products. */
+export interface MatmulOptions {
+  /**
+   * onnxruntime intra-op threads (default: all cores as reported by `os.availableParallelism()`).
+   * One session is cached per (element type, thread count).
+   */
+  intraOpNumThreads?: number;
+}
+
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+function elemType(e: MatElement) {
+  return e === 'float32' ? OnnxType.float : e === 'float16' ? OnnxType.float16 : OnnxType.int8;
+}
+
+function threadsOf(options: MatmulOptions | undefined): number {
+  const t = options?.intraOpNumThreads ?? availableParallelism();
+  if (!Number.isSafeInteger(t) || t < 1 || t > 1024) invalidArgument(`intraOpNumThreads must be a positive integer, got ${t}`);
+  return t;
+}
+
+function session(elem: MatElement, threads: number): Promise<ort.InferenceSession> {
+  const key = `${elem}/${threads}`;
+  let s = sessions.get(key);
+  if (!s) {
+    const nodes: NodeSpec[] = [];
+    let b = 'b';
+    if (elem !== 'float32') {
+      nodes.push({ op: 'Cast', inputs: ['b'], outputs: ['bf'], attrs: { to: OnnxType.float } });
+      b = 'bf';
+    }
+    nodes.push({ op: 'Gemm', inputs: ['a', b], outputs: ['c'], attrs: { transB: 1 } });
+    const bytes = buildOnnxModel({
+      name: `bgem3_matmul_${elem}`,
+      inputs: [
+        { name: 'a', type: OnnxType.float, shape: ['N', 'D'] },
+        { name: 'b', type: elemType(elem), shape: ['M', 'D'] },
+      ],
+      outputs: [{ name: 'c', type: OnnxType.float, shape: ['N', 'M'] }],
+      nodes,
+    });
+    s = ort.InferenceSession.create(bytes, {
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      // The plain product writes straight into the caller's output buffer and needs no arena.
+      // The widening Cast needs an M×D float buffer per run: the arena keeps it (already
+      // touched) between runs instead of mapping fresh pages every time (see scratch.ts);
+      // callers bound M per run, which bounds what the arena keeps.
+      enableCpuMemArena: elem !== 'float32',
+    });
+    s.catch(() => sessions.delete(key));
+    sessions.set(key, s);
+  }
+  return s;
+}
+
+/**
+ * C = A · Bᵀ with A `[aRows, dim]` float32 and B `[bRows, dim]` (row-major, any {@link MatElement};
+ * float16 as raw bit patterns in a Uint16Array). C `[aRows, bRows]` row-major float32
+ * (accumulated in float32 by MLAS) is written into `out` when given (exactly aRows·bRows
+ * long; onnxruntime writes into it directly), else into a new array. Returns C.
+ */
+export async function matmulTransB(
+  a: Float32Array,
+  aRows: number,
+  b: Float32Array | Uint16Array | Int8Array,
+  bRows: number,
+  dim: number,
+  options?: MatmulOptions,
+  out?: Float32Array,
+): Promise<Float32Array> {
+  const elem: MatElement = b instanceof Float32Array ? 'float32' : b instanceof Uint16Array ? 'float16' : 'int8';
+  if (a.length !== aRows * dim || b.length !== bRows * dim) invalidArgument('matmulTransB: buffer sizes do not match the shapes');
+  if (out !== undefined && out.length !== aRows * bRows) invalidArgument('matmulTransB: output buffer size does not match the shape');
+  if (aRows === 0 || bRows === 0) return out ?? new Float32Array(aRows * bRows);
+  const s = await session(elem, threadsOf(options));
+  const feeds = {
+    a: new ort.Tensor('float32', a, [aRows, dim]),
+    b: new ort.Tensor(elem, b, [bRows, dim]),
+  };
+  if (out === undefined) return (await s.run(feeds)).c.data as Float32Array;
+  await s.run(feeds, { c: new ort.Tensor('float32', out, [aRows, bRows]) });
+  return out;
+}
