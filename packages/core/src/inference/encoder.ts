@@ -1,0 +1,273 @@
+/**
+ * M3Encoder: the public encoder. Validates input, tokenises, plans length-sorted batches, runs
+ * them on an engine (in this thread or a worker pool) and restores input order. With the cache on,
+ * every text is encoded with all three outputs once and later calls for any output reuse it.
+ */
+import { M3Error, invalidArgument } from '../errors.js';
+import { M3Tokenizer, type TokenizedText } from '../tokenizer/m3-tokenizer.js';
+import type { EncodeOptions, EncodeResult, FullEncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
+import { planBatches } from './batching.js';
+import { EncodeCache } from './encode-cache.js';
+import { EncoderEngine, type RawOutputs, type SessionSettings } from './engine.js';
+import { resolveModelPaths, type ModelDtype, type ModelPaths } from '../model/layout.js';
+import { realpathSync } from 'node:fs';
+
+/** Texts tokenised and encoded per step: bounds memory for very large calls (batches stream). */
+const CHUNK_TEXTS = 1024;
+
+/** Runs batches of token ids. The in-thread engine and the worker pool both implement it. */
+export interface BatchRunner {
+  run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]>;
+  /** Forward passes run so far. */
+  readonly forwardPasses: number;
+  close(): Promise<void>;
+}
+
+/** Options shared by every way of creating an encoder. */
+export interface EncoderOptions extends SessionSettings {
+  /** Default max tokens per text, `<s>`/`</s>` included (default 8192, the model's limit). */
+  maxLength?: number;
+  /** Most texts per forward pass (default 16). */
+  batchSize?: number;
+  /** Most padded tokens per forward pass (default 16384); a longer single text runs alone. */
+  maxBatchTokens?: number;
+  /**
+   * Encode cache: `true` (default, 512 MB), `false`, or a budget in bytes. Lets several
+   * components share one forward pass per text.
+   */
+  cache?: boolean | { maxBytes: number };
+}
+
+export interface EncoderStats {
+  /** Forward passes (batches) run through the model. */
+  forwardPasses: number;
+  /** Texts that went through the model (cache misses). */
+  textsEncoded: number;
+  cacheHits: number;
+}
+
+function selection(o: OutputSelection | undefined): Required<OutputSelection> {
+  return { dense: o?.dense ?? true, sparse: o?.sparse ?? false, colbert: o?.colbert ?? false };
+}
+
+/** Checks `texts` is an array of strings; the error names the first bad index. */
+export function assertTexts(texts: unknown, what = 'texts'): asserts texts is string[] {
+  if (!Array.isArray(texts)) {
+    throw new TypeError(`${what} must be an array of strings, got ${texts === null ? 'null' : typeof texts}`);
+  }
+  for (let i = 0; i < texts.length; i++) {
+    if (typeof texts[i] !== 'string') {
+      const v = texts[i];
+      throw new TypeError(`${what}[${i}] must be a string, got ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v}`);
+    }
+  }
+}
+
+function checkSignal(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    throw new M3Error('ABORTED', `encode aborted${signal.reason instanceof Error ? `: ${signal.reason.message}` : ''}`, { cause: signal.reason });
+  }
+}
+
+/** Options of {@link M3Encoder.load}. */
+export interface LoadOptions extends EncoderOptions {
+  /** The ONNX file inside the model directory (default: detected; see the README's layouts). */
+  onnxFile?: string;
+  /** `fp32` (default) or `q8` (the int8 backbone `onnx/model_quantized.onnx`). */
+  dtype?: ModelDtype;
+}
+
+/** Runs batches on an engine in this thread. */
+class InThreadRunner implements BatchRunner {
+  constructor(private readonly engine: EncoderEngine) {}
+  run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]> {
+    return this.engine.run(batch, want);
+  }
+  get forwardPasses(): number {
+    return this.engine.forwardPasses;
+  }
+  close(): Promise<void> {
+    return this.engine.release();
+  }
+}
+
+export class M3Encoder implements TextEncoder3 {
+  /**
+   * Loads a model from a local directory in any supported layout (backbone ONNX + head files,
+   * three-output exports, int8 backbone). The layout is detected from the graph's inputs/outputs.
+   */
+  static async load(model: string | ModelPaths, options: LoadOptions = {}): Promise<M3Encoder> {
+    const paths = typeof model === 'string' ? resolveModelPaths(model, options) : model;
+    const tokenizer = M3Tokenizer.load(paths.tokenizer);
+    const engine = await EncoderEngine.create({ paths, special: tokenizer.special, session: options });
+    let modelId: string;
+    try {
+      modelId = `local:${realpathSync(paths.onnx)}`;
+    } catch {
+      modelId = `local:${paths.onnx}`;
+    }
+    return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
+  }
+
+  readonly modelId: string;
+  readonly dim: number;
+  readonly colbertDim: number;
+  readonly vocabSize: number;
+  /** Longest input the model accepts, in tokens. */
+  readonly maxPositions: number;
+  readonly maxLength: number;
+  readonly tokenizer: M3Tokenizer;
+  private readonly runner: BatchRunner;
+  private readonly cache: EncodeCache | undefined;
+  private readonly limits: { batchSize: number; maxBatchTokens: number };
+  private textsEncoded = 0;
+  private closed = false;
+
+  constructor(args: {
+    modelId: string;
+    tokenizer: M3Tokenizer;
+    runner: BatchRunner;
+    engineInfo: Pick<EncoderEngine, 'hidden' | 'colbertDim' | 'maxPositions' | 'configVocabSize'>;
+    options: EncoderOptions;
+  }) {
+    const { options, engineInfo } = args;
+    this.modelId = args.modelId;
+    this.tokenizer = args.tokenizer;
+    this.runner = args.runner;
+    this.dim = engineInfo.hidden;
+    this.colbertDim = engineInfo.colbertDim;
+    this.maxPositions = engineInfo.maxPositions;
+    this.vocabSize = Math.max(engineInfo.configVocabSize ?? 0, args.tokenizer.vocabSize);
+    this.maxLength = this.checkMaxLength(options.maxLength ?? Math.min(8192, this.maxPositions), 'maxLength');
+    const positive = (v: number | undefined, d: number, name: string) => {
+      const x = v ?? d;
+      if (!Number.isInteger(x) || x < 1) invalidArgument(`${name} must be a positive integer, got ${v}`);
+      return x;
+    };
+    this.limits = {
+      batchSize: positive(options.batchSize, 16, 'batchSize'),
+      maxBatchTokens: positive(options.maxBatchTokens, 16384, 'maxBatchTokens'),
+    };
+    const c = options.cache ?? true;
+    this.cache = c === false ? undefined : new EncodeCache(c === true ? 512 * 2 ** 20 : c.maxBytes);
+  }
+
+  private checkMaxLength(v: number, name: string): number {
+    if (!Number.isInteger(v) || v < 2 || v > this.maxPositions) {
+      invalidArgument(`${name} must be an integer from 2 to ${this.maxPositions} (the model's limit), got ${v}`);
+    }
+    return v;
+  }
+
+  /** Counters for tests and monitoring. */
+  get stats(): EncoderStats {
+    return { forwardPasses: this.runner.forwardPasses, textsEncoded: this.textsEncoded, cacheHits: this.cache?.hits ?? 0 };
+  }
+
+  /** Tokenises as the encoder does (ids with `<s>`/`</s>`, truncated to `maxLength`). */
+  async tokenize(texts: readonly string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
+    assertTexts(texts);
+    return this.tokenizer.encode(texts, this.checkMaxLength(maxLength, 'maxLength'));
+  }
+
+  /**
+   * Encodes texts; results are in input order. Requested outputs (default: dense only) come from
+   * one forward pass per text. An empty string is valid (tokens `<s></s>`).
+   */
+  async encode(texts: readonly string[], options: EncodeOptions = {}): Promise<EncodeResult[]> {
+    if (this.closed) throw new M3Error('INVALID_ARGUMENT', 'this encoder was closed; create a new one');
+    assertTexts(texts);
+    const want = selection(options);
+    const maxLength = this.checkMaxLength(options.maxLength ?? this.maxLength, 'maxLength');
+    checkSignal(options.signal);
+    const out: EncodeResult[] = new Array(texts.length);
+    for (let start = 0; start < texts.length; start += CHUNK_TEXTS) {
+      const end = Math.min(texts.length, start + CHUNK_TEXTS);
+      await this.encodeChunk(texts, start, end, want, maxLength, options.signal, out);
+    }
+    return out;
+  }
+
+  /** Encodes with all three outputs (what indexing stores). */
+  async encodeFull(texts: readonly string[], options: Omit<EncodeOptions, keyof OutputSelection> = {}): Promise<FullEncodeResult[]> {
+    return (await this.encode(texts, { ...options, dense: true, sparse: true, colbert: true })) as FullEncodeResult[];
+  }
+
+  private async encodeChunk(
+    texts: readonly string[],
+    start: number,
+    end: number,
+    want: Required<OutputSelection>,
+    maxLength: number,
+    signal: AbortSignal | undefined,
+    out: EncodeResult[],
+  ): Promise<void> {
+    const cache = this.cache;
+    // With a cache, compute everything once so later calls for other outputs hit.
+    const compute: Required<OutputSelection> = cache ? { dense: true, sparse: true, colbert: true } : want;
+    const pending = new Map<string, number[]>(); // text → output slots waiting for it (dedupes repeats)
+    for (let i = start; i < end; i++) {
+      const key = cache ? EncodeCache.key(this.modelId, maxLength, texts[i]) : '';
+      const hit = cache?.get(key);
+      if (hit) {
+        out[i] = pick(hit, want);
+        continue;
+      }
+      const slots = pending.get(texts[i]);
+      if (slots && cache) slots.push(i);
+      else pending.set(cache ? texts[i] : `${i}`, [i]);
+    }
+    if (pending.size === 0) return;
+    const todo = [...pending.entries()];
+    const todoTexts = todo.map(([k, slots]) => (cache ? k : texts[slots[0]]));
+    const tokenized = await this.tokenizer.encode(todoTexts, maxLength);
+    const batches = planBatches(
+      tokenized.map((t) => t.ids.length),
+      this.limits,
+    );
+    for (const batch of batches) {
+      checkSignal(signal);
+      const raw = await this.runner.run(
+        batch.map((j) => tokenized[j].ids),
+        compute,
+      );
+      batch.forEach((j, b) => {
+        const r: EncodeResult = { ...raw[b], tokens: tokenized[j].ids.length, truncated: tokenized[j].truncated };
+        this.textsEncoded++;
+        if (cache) cache.set(EncodeCache.key(this.modelId, maxLength, todoTexts[j]), r as FullEncodeResult);
+        for (const slot of todo[j][1]) out[slot] = cache ? pick(r, want) : r;
+      });
+    }
+  }
+
+  /**
+   * FlagEmbedding's `convert_id_to_token`: lexical weights keyed by decoded token strings.
+   * Ids that decode to the same string collide (the later one wins), as in Python.
+   */
+  async convertIdToToken(sparse: SparseVector): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (let i = 0; i < sparse.indices.length; i++) out[await this.tokenizer.decodeId(sparse.indices[i])] = sparse.values[i];
+    return out;
+  }
+
+  /** Drops cached encodings. */
+  clearCache(): void {
+    this.cache?.clear();
+  }
+
+  /** Releases the ONNX sessions (and worker threads). The encoder cannot be used afterwards. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.cache?.clear();
+    await this.runner.close();
+  }
+}
+
+function pick(r: EncodeResult, want: Required<OutputSelection>): EncodeResult {
+  const o: EncodeResult = { tokens: r.tokens, truncated: r.truncated };
+  if (want.dense) o.dense = r.dense;
+  if (want.sparse) o.sparse = r.sparse;
+  if (want.colbert) o.colbert = r.colbert;
+  return o;
+}
