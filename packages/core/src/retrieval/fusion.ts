@@ -9,8 +9,10 @@
  * - {@link m3AllScore}: FlagEmbedding's `colbert+sparse+dense` combination,
  *   (w_d·dense + w_s·sparse + w_c·colbert) / (w_d + w_s + w_c) (m3-reference.md §1.5).
  *
- * Within one list an id counts once, at its first (best) position. Results are sorted by fused
- * score descending, then id ascending.
+ * Each list is deduplicated first (an id counts once, at its first, best, position; ranks are
+ * positions in the deduplicated list), so a retriever returning the same chunk twice cannot
+ * inflate it (LangChain Python issue #37046). Results are sorted by fused score descending, then
+ * id ascending.
  */
 import { invalidArgument } from '../errors.js';
 import { sortHits, type ScoredId } from './topk.js';
@@ -93,15 +95,14 @@ export function reciprocalRankFusion(lists: readonly (readonly RankedEntry[])[],
     const w = weights[s];
     if (w === 0) return;
     const seen = new Set<string>();
-    let rank = 0;
-    for (const entry of list) {
-      rank++;
+    list.forEach((entry, i) => {
       const id = entry?.id;
-      if (typeof id !== 'string') invalidArgument(`lists[${s}][${rank - 1}] has no string id`);
-      if (seen.has(id)) continue;
+      if (typeof id !== 'string') invalidArgument(`lists[${s}][${i}] has no string id`);
+      if (seen.has(id)) return;
       seen.add(id);
+      const rank = seen.size; // 1-based rank among distinct ids
       scores.set(id, (scores.get(id) ?? 0) + w / (k + rank));
-    }
+    });
   });
   return sortHits([...scores].map(([id, score]) => ({ id, score })));
 }
