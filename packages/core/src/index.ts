@@ -28,3 +28,34 @@ export {
 } from './scoring/scores.js';
 export { computeScore, type ComputeScoreOptions, type ScorePair } from './scoring/compute-score.js';
 export { sparseToRecord, sparseFromRecord } from './scoring/sparse-convert.js';
+export { resolveModel, DEFAULT_MODEL, type ResolveOptions, type ResolvedModel } from './model/resolve.js';
+export {
+  downloadFiles,
+  resolveModelFiles,
+  isRepoId,
+  presetFiles,
+  createCliProgress,
+  defaultCacheDir,
+  type DownloadProgress,
+  type HubOptions,
+  type ModelFileSpec,
+  type ResolvedModelFiles,
+  type CliProgress,
+} from './hub/index.js';
+export { SparseIndex, M3_VOCAB_SIZE, type SparseIndexOptions, type SparseSearchOptions, type SparseDoc } from './retrieval/sparse-index.js';
+export { DenseIndex, type DenseIndexOptions, type DenseSearchOptions } from './retrieval/dense-index.js';
+export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions } from './retrieval/colbert-store.js';
+export { maxSim, maxSimStored, type MaxSimOptions } from './retrieval/maxsim.js';
+export {
+  reciprocalRankFusion,
+  weightedScoreFusion,
+  m3AllScore,
+  type RankedEntry,
+  type RrfOptions,
+  type WeightedFusionOptions,
+  type M3ModeScores,
+  type M3ScoreWeights,
+} from './retrieval/fusion.js';
+export { type ScoredId } from './retrieval/topk.js';
+export { m3Rerank, type M3Encoded, type M3RerankHit, type M3RerankOptions } from './retrieval/m3-rerank.js';
+export { writeFileAtomic } from './util/atomic-file.js';

@@ -9,8 +9,9 @@ import type { EncodeOptions, EncodeResult, FullEncodeResult, OutputSelection, Sp
 import { planBatches } from './batching.js';
 import { EncodeCache } from './encode-cache.js';
 import { EncoderEngine, type RawOutputs, type SessionSettings } from './engine.js';
-import { resolveModelPaths, type ModelDtype, type ModelPaths } from '../model/layout.js';
-import { realpathSync } from 'node:fs';
+import type { ModelDtype, ModelPaths } from '../model/layout.js';
+import { DEFAULT_MODEL, resolveModel } from '../model/resolve.js';
+import type { HubOptions } from '../hub/types.js';
 
 /** Texts tokenised and encoded per step: bounds memory for very large calls (batches stream). */
 const CHUNK_TEXTS = 1024;
@@ -75,6 +76,8 @@ export interface LoadOptions extends EncoderOptions {
   onnxFile?: string;
   /** `fp32` (default) or `q8` (the int8 backbone `onnx/model_quantized.onnx`). */
   dtype?: ModelDtype;
+  /** Hugging Face Hub settings, used when `model` is a repo id (endpoint, token, cache, offline, progress). */
+  hub?: HubOptions;
 }
 
 /** Runs batches on an engine in this thread. */
@@ -91,23 +94,44 @@ class InThreadRunner implements BatchRunner {
   }
 }
 
+const sharedEncoders = new Map<string, Promise<M3Encoder>>();
+
 export class M3Encoder implements TextEncoder3 {
   /**
    * Loads a model from a local directory in any supported layout (backbone ONNX + head files,
-   * three-output exports, int8 backbone). The layout is detected from the graph's inputs/outputs.
+   * three-output exports, int8 backbone; detected from the graph's inputs/outputs), or from a
+   * Hugging Face repo id (default `BAAI/bge-m3`), downloaded once into the shared HF cache.
    */
-  static async load(model: string | ModelPaths, options: LoadOptions = {}): Promise<M3Encoder> {
-    const paths = typeof model === 'string' ? resolveModelPaths(model, options) : model;
+  static async load(model: string | ModelPaths = DEFAULT_MODEL, options: LoadOptions = {}): Promise<M3Encoder> {
+    const { paths, modelId } =
+      typeof model === 'string' ? await resolveModel(model, options) : { paths: model, modelId: `local:${model.onnx}` };
     const tokenizer = M3Tokenizer.load(paths.tokenizer);
     const engine = await EncoderEngine.create({ paths, special: tokenizer.special, session: options });
-    let modelId: string;
-    try {
-      modelId = `local:${realpathSync(paths.onnx)}`;
-    } catch {
-      modelId = `local:${paths.onnx}`;
-    }
     return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
   }
+
+  /**
+   * A process-wide encoder per (model, options): the LangChain/LlamaIndex classes use it so that
+   * an embeddings object, a sparse retriever and a reranker built for the same model share one
+   * model load and one encode cache. A failed load is not kept (the next call retries).
+   */
+  static shared(model: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<M3Encoder> {
+    const { hub, ...rest } = options;
+    const key = JSON.stringify([model, rest, hub ? { ...hub, onProgress: undefined, signal: undefined, fetch: undefined } : null]);
+    let p = sharedEncoders.get(key);
+    if (!p) {
+      p = M3Encoder.load(model, options).then((enc) => {
+        enc.onClose = () => sharedEncoders.delete(key);
+        return enc;
+      });
+      p.catch(() => sharedEncoders.delete(key));
+      sharedEncoders.set(key, p);
+    }
+    return p;
+  }
+
+  /** Called once when the encoder closes (used by {@link M3Encoder.shared}). */
+  private onClose: (() => void) | undefined;
 
   readonly modelId: string;
   readonly dim: number;
@@ -259,6 +283,7 @@ export class M3Encoder implements TextEncoder3 {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.onClose?.();
     this.cache?.clear();
     await this.runner.close();
   }
