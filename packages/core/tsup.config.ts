@@ -13,7 +13,7 @@ export default defineConfig([
     splitting: false,
   },
   {
-    entry: { 'cli/main': 'src/cli/main.ts' },
+    entry: { 'cli/main': 'src/cli/main.ts', 'inference/encoder-worker': 'src/inference/encoder-worker.ts' },
     format: ['esm'],
     sourcemap: true,
     target: 'node20',

@@ -12,6 +12,8 @@ import { EncoderEngine, type RawOutputs, type SessionSettings } from './engine.j
 import type { ModelDtype, ModelPaths } from '../model/layout.js';
 import { DEFAULT_MODEL, resolveModel } from '../model/resolve.js';
 import type { HubOptions } from '../hub/types.js';
+import { availableParallelism } from 'node:os';
+import { WorkerPoolRunner } from './worker-pool.js';
 
 /** Texts tokenised and encoded per step: bounds memory for very large calls (batches stream). */
 const CHUNK_TEXTS = 1024;
@@ -78,6 +80,12 @@ export interface LoadOptions extends EncoderOptions {
   dtype?: ModelDtype;
   /** Hugging Face Hub settings, used when `model` is a repo id (endpoint, token, cache, offline, progress). */
   hub?: HubOptions;
+  /**
+   * Worker threads running the model (default 1; each loads its own copy of the model). `0` runs
+   * onnxruntime on the calling thread, which blocks its event loop for the length of each batch.
+   * `intraOpNumThreads` defaults to the cores divided among the workers.
+   */
+  workers?: number;
 }
 
 /** Runs batches on an engine in this thread. */
@@ -106,8 +114,19 @@ export class M3Encoder implements TextEncoder3 {
     const { paths, modelId } =
       typeof model === 'string' ? await resolveModel(model, options) : { paths: model, modelId: `local:${model.onnx}` };
     const tokenizer = M3Tokenizer.load(paths.tokenizer);
-    const engine = await EncoderEngine.create({ paths, special: tokenizer.special, session: options });
-    return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
+    const workers = options.workers ?? 1;
+    if (!Number.isInteger(workers) || workers < 0) invalidArgument(`workers must be an integer ≥ 0, got ${options.workers}`);
+    const session: SessionSettings = {
+      intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, Math.floor(availableParallelism() / Math.max(1, workers))),
+      ...(options.enableCpuMemArena !== undefined ? { enableCpuMemArena: options.enableCpuMemArena } : {}),
+    };
+    const spec = { paths, special: tokenizer.special, session };
+    if (workers === 0) {
+      const engine = await EncoderEngine.create(spec);
+      return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
+    }
+    const { pool, info } = await WorkerPoolRunner.create(spec, workers);
+    return new M3Encoder({ modelId, tokenizer, runner: pool, engineInfo: { ...info, hidden: info.hidden }, options });
   }
 
   /**
@@ -151,7 +170,7 @@ export class M3Encoder implements TextEncoder3 {
     modelId: string;
     tokenizer: M3Tokenizer;
     runner: BatchRunner;
-    engineInfo: Pick<EncoderEngine, 'hidden' | 'colbertDim' | 'maxPositions' | 'configVocabSize'>;
+    engineInfo: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined };
     options: EncoderOptions;
   }) {
     const { options, engineInfo } = args;
@@ -181,6 +200,11 @@ export class M3Encoder implements TextEncoder3 {
       invalidArgument(`${name} must be an integer from 2 to ${this.maxPositions} (the model's limit), got ${v}`);
     }
     return v;
+  }
+
+  /** The batch runner (a worker pool unless `workers: 0`); exposed for fault-injection tests. */
+  get runnerForTesting(): BatchRunner {
+    return this.runner;
   }
 
   /** Counters for tests and monitoring. */

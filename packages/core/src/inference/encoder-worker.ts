@@ -1,0 +1,59 @@
+/**
+ * Worker-thread entry: owns one EncoderEngine (one model load) and runs the batches the pool
+ * sends. onnxruntime-node's `session.run` blocks the thread it runs on, so running it here keeps
+ * the caller's event loop free.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { EncoderEngine, type EngineSpec, type RawOutputs } from './engine.js';
+import type { OutputSelection } from '../types.js';
+
+export interface WorkerRequest {
+  id: number;
+  batch: Int32Array[];
+  want: OutputSelection;
+}
+
+export type WorkerReply =
+  | { type: 'ready'; info: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined } }
+  | { type: 'result'; id: number; results: RawOutputs[]; forwardPasses: number }
+  | { type: 'error'; id: number; message: string; code?: string; file?: string }
+  | { type: 'init-error'; message: string; code?: string; file?: string };
+
+function transferables(results: RawOutputs[]): ArrayBuffer[] {
+  const out: ArrayBuffer[] = [];
+  for (const r of results) {
+    if (r.dense) out.push(r.dense.buffer as ArrayBuffer);
+    if (r.sparse) out.push(r.sparse.indices.buffer as ArrayBuffer, r.sparse.values.buffer as ArrayBuffer);
+    if (r.colbert) out.push(r.colbert.data.buffer as ArrayBuffer);
+  }
+  return out;
+}
+
+const port = parentPort;
+if (!port) throw new Error('encoder-worker must run in a worker thread');
+
+function errorFields(e: unknown): { message: string; code?: string; file?: string } {
+  const err = e as { message?: string; code?: string; file?: string };
+  return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.file ? { file: err.file } : {}) };
+}
+
+let engine: EncoderEngine;
+try {
+  engine = await EncoderEngine.create(workerData as EngineSpec);
+  port.postMessage({
+    type: 'ready',
+    info: { hidden: engine.hidden, colbertDim: engine.colbertDim, maxPositions: engine.maxPositions, configVocabSize: engine.configVocabSize },
+  } satisfies WorkerReply);
+} catch (e) {
+  port.postMessage({ type: 'init-error', ...errorFields(e) } satisfies WorkerReply);
+  process.exit(1);
+}
+
+port.on('message', async (req: WorkerRequest) => {
+  try {
+    const results = await engine.run(req.batch, req.want);
+    port.postMessage({ type: 'result', id: req.id, results, forwardPasses: 1 } satisfies WorkerReply, transferables(results));
+  } catch (e) {
+    port.postMessage({ type: 'error', id: req.id, ...errorFields(e) } satisfies WorkerReply);
+  }
+});
