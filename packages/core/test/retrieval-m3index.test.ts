@@ -197,6 +197,22 @@ if (process.env.BGEM3_M3INDEX_CRASH_CHILD) {
       }
     });
 
+    test('a ColBERT weight of 0 skips ColBERT entirely', async () => {
+      const encoder = new FakeEncoder();
+      const index = await M3Index.create({ encoder });
+      await index.add(corpus(20, 9));
+      encoder.calls.length = 0;
+      const hits = await index.search('apple river', { k: 5, weights: [1, 0.3, 0] });
+      assert.deepEqual({ ...encoder.calls[0].options }, { dense: true, sparse: true, colbert: false });
+      for (const h of hits) {
+        assert.equal(h.scores.colbert, 0);
+        assert.equal(h.score, (h.scores.dense + 0.3 * h.scores.sparse) / 1.3);
+      }
+      const q = encoder.encodeOne('apple river', { dense: true, sparse: true });
+      assert.deepEqual(await index.search(q, { k: 5, weights: [1, 0.3, 0] }), hits);
+      await assert.rejects(index.search(q, { k: 5 }), codeOf('INVALID_ARGUMENT'));
+    });
+
     test('metadata filter, delete, empty index and validation', async () => {
       const encoder = new FakeEncoder();
       const index = await M3Index.create({ encoder });
@@ -288,6 +304,11 @@ if (process.env.BGEM3_M3INDEX_CRASH_CHILD) {
       assert.equal(gens.length, 2);
       const again = await M3Index.load(dir, { encoder });
       assert.equal(again.size, index.size - 2);
+      // A failed save (metadata that JSON cannot represent) leaves the last good save in place.
+      await loaded.add([{ id: 'big', text: 'apple', metadata: { n: 1n } }]);
+      await assert.rejects(loaded.save(dir), codeOf('INVALID_ARGUMENT'));
+      assert.equal(readdirSync(dir).filter((n) => n.startsWith('gen-')).length, 2);
+      assert.equal((await M3Index.load(dir)).size, index.size - 2);
       // Empty index.
       const empty = await M3Index.create({ encoder });
       await empty.save(join(tmp, 'empty'));

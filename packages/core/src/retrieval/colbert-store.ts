@@ -104,7 +104,7 @@ export function allocColbertData(precision: ColbertPrecision, n: number): Colber
  * Symmetric per-vector int8 quantisation of `count` vectors of `dim` floats: scale = max|x|/127,
  * code = round(x/scale). A zero vector gets scale 0 and zero codes.
  */
-export function quantizeInt8(data: Float32Array, count: number, dim: number): { codes: Int8Array; scales: Float32Array } {
+export function quantizeColbertInt8(data: Float32Array, count: number, dim: number): { codes: Int8Array; scales: Float32Array } {
   const codes = new Int8Array(count * dim);
   const scales = new Float32Array(count);
   for (let v = 0; v < count; v++) {
@@ -127,7 +127,7 @@ export function quantizeInt8(data: Float32Array, count: number, dim: number): { 
 }
 
 /** float32 values of stored vectors (dequantised), into `out` if given. */
-export function dequantize(raw: { precision: ColbertPrecision; data: ColbertData; scales?: Float32Array; dim: number }, out?: Float32Array): Float32Array {
+export function dequantizeColbert(raw: { precision: ColbertPrecision; data: ColbertData; scales?: Float32Array; dim: number }, out?: Float32Array): Float32Array {
   const n = raw.data.length;
   const dst = out ?? new Float32Array(n);
   if (raw.precision === 'fp32') dst.set(raw.data as Float32Array);
@@ -229,7 +229,7 @@ export class ColbertStore {
   private encodeEntry(m: ColbertMatrix): Entry {
     if (this.precision === 'fp32') return { count: m.count, data: m.data.slice() };
     if (this.precision === 'fp16') return { count: m.count, data: encodeFloat16(m.data) };
-    const { codes, scales } = quantizeInt8(m.data, m.count, this.dim);
+    const { codes, scales } = quantizeColbertInt8(m.data, m.count, this.dim);
     return { count: m.count, data: codes, scales };
   }
 
@@ -253,7 +253,7 @@ export class ColbertStore {
   get(id: string): ColbertMatrix | undefined {
     const raw = this.getRaw(id);
     if (!raw) return undefined;
-    return { data: dequantize(raw), count: raw.count, dim: this.dim };
+    return { data: dequantizeColbert(raw), count: raw.count, dim: this.dim };
   }
 
   /** The stored representation of `id` (views into the store: do not modify), or undefined. */

@@ -413,19 +413,23 @@ export class M3Index {
   /**
    * Hybrid search, the recommended M3 pipeline: dense top-fetchK ∪ sparse top-fetchK (deduped)
    * → every candidate rescored exactly by dense (inner product), sparse (lexical matching score)
-   * and ColBERT (MaxSim) → combined score (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k. A
-   * string query is encoded once, with all three outputs. An empty index returns [].
+   * and ColBERT (MaxSim) → combined score (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k
+   * (ties: id ascending). A string query is encoded once, with all three outputs (ColBERT is
+   * skipped when its weight is 0). An empty index returns [].
    */
   async search(query: string | EncodeResult, options: M3SearchOptions = {}): Promise<M3SearchResult[]> {
     const k = options.k ?? 10;
     checkK(k);
     const fetchK = options.fetchK ?? 100;
     checkK(fetchK, 'fetchK');
-    const weights = (options.weights ?? [0.4, 0.2, 0.4]) as M3ScoreWeights;
+    const weights: M3ScoreWeights = options.weights ?? [0.4, 0.2, 0.4];
     checkFusionWeights(weights, 3);
     const filter = this.idFilter(options.filter);
     if (this.docs.size === 0) return [];
-    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: true });
+    // ColBERT is the one costly mode: with weight 0 it is neither requested nor computed (its
+    // reported score is then 0), as in m3Rerank.
+    const useColbert = weights[2] > 0;
+    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert });
     const n = Math.max(fetchK, k);
     const denseHits = await this.dense.search(q.dense as Float32Array, n, filter ? { filter } : {});
     // Everything below up to MaxSim is synchronous, so the candidates exist in all stores.
@@ -434,7 +438,9 @@ export class M3Index {
     if (candidates.length === 0) return [];
     const dense = this.dense.scoreIds(q.dense as Float32Array, candidates);
     const sparse = this.sparse.scoreIds(q.sparse as SparseVector, candidates);
-    const colbert = await maxSimStored(q.colbert as NonNullable<EncodeResult['colbert']>, this.colbert, candidates, this.threads);
+    const colbert = useColbert
+      ? await maxSimStored(q.colbert as NonNullable<EncodeResult['colbert']>, this.colbert, candidates, this.threads)
+      : new Float64Array(candidates.length);
     const results: M3SearchResult[] = [];
     candidates.forEach((id, i) => {
       const scores = { dense: dense[i], sparse: sparse[i], colbert: colbert[i] };
@@ -493,16 +499,27 @@ export class M3Index {
       const utf8 = new TextEncoder();
       const lines = function* (): Generator<Uint8Array> {
         for (const [id, d] of docs) {
-          const line = utf8.encode(`${JSON.stringify({ id, text: d.text, metadata: d.metadata })}\n`);
+          let json: string;
+          try {
+            json = JSON.stringify({ id, text: d.text, metadata: d.metadata });
+          } catch (err) {
+            throw new M3Error('INVALID_ARGUMENT', `metadata of document ${JSON.stringify(id)} is not JSON-serialisable: ${(err as Error).message}`, { cause: err });
+          }
+          const line = utf8.encode(`${json}\n`);
           docsCrc = crc32(line, docsCrc);
           docsBytes += line.byteLength;
           yield line;
         }
       };
-      await writeFileAtomic(join(genDir, files.docs), lines());
-      await this.dense.save(join(genDir, files.dense));
-      await this.sparse.save(join(genDir, files.sparse));
-      await this.colbert.save(join(genDir, files.colbert));
+      try {
+        await writeFileAtomic(join(genDir, files.docs), lines());
+        await this.dense.save(join(genDir, files.dense));
+        await this.sparse.save(join(genDir, files.sparse));
+        await this.colbert.save(join(genDir, files.colbert));
+      } catch (err) {
+        await rm(genDir, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
+      }
       const manifest: Manifest = {
         format: FORMAT,
         version: FORMAT_VERSION,

@@ -12,7 +12,7 @@
  */
 import { invalidArgument } from '../errors.js';
 import type { ColbertMatrix } from '../types.js';
-import { dequantize, type ColbertData, type ColbertPrecision, type ColbertStore, type PackedColbert } from './colbert-store.js';
+import { dequantizeColbert, type ColbertData, type ColbertPrecision, type ColbertStore, type PackedColbert } from './colbert-store.js';
 import { acquire, release } from './scratch.js';
 import { matmulTransB, type MatmulOptions } from './onnx-matmul.js';
 
@@ -143,7 +143,7 @@ async function score(
     for (let d = 0; d < nDocs; d++) {
       const src = sources[d];
       if (src.count === 0) continue;
-      const v = precision === 'fp32' ? (src.data as Float32Array) : dequantize({ precision, dim, data: src.data, scales: src.scales });
+      const v = precision === 'fp32' ? (src.data as Float32Array) : dequantizeColbert({ precision, dim, data: src.data, scales: src.scales });
       let totalMax = 0;
       for (let i = 0; i < nq; i++) {
         let best = Number.NEGATIVE_INFINITY;
