@@ -117,7 +117,7 @@ describe('SparseIndex: exact top-k equals brute force', () => {
       const rand = rng(c.seed * 7919);
       const index = new SparseIndex({ vocabSize: c.vocab });
       const truth = new Map<string, SparseVector>();
-      const queries = Array.from({ length: 25 }, () => make(2 + Math.floor(rand() * 14)));
+      const queries = Array.from({ length: 15 }, () => make(2 + Math.floor(rand() * 14)));
       const check = (stage: string) => {
         for (const q of queries) {
           const all = bruteForce(truth, q, truth.size);
@@ -127,7 +127,7 @@ describe('SparseIndex: exact top-k equals brute force', () => {
         }
       };
       // 1. documents only in the append buffer
-      for (let i = 0; i < 1500; i++) {
+      for (let i = 0; i < 1200; i++) {
         const v = make(10 + Math.floor(rand() * 120));
         index.upsert(`d${i}`, v);
         truth.set(`d${i}`, v);
@@ -138,7 +138,7 @@ describe('SparseIndex: exact top-k equals brute force', () => {
       check('compacted');
       // 3. tombstones in the CSR (deletes and replacements) plus new appended documents
       for (let i = 0; i < 400; i++) {
-        const id = `d${Math.floor(rand() * 1500)}`;
+        const id = `d${Math.floor(rand() * 1200)}`;
         if (rand() < 0.5) {
           index.delete([id]);
           truth.delete(id);
@@ -148,7 +148,7 @@ describe('SparseIndex: exact top-k equals brute force', () => {
           truth.set(id, v);
         }
       }
-      for (let i = 1500; i < 1700; i++) {
+      for (let i = 1200; i < 1400; i++) {
         const v = make(5 + Math.floor(rand() * 80));
         index.upsert(`d${i}`, v);
         truth.set(`d${i}`, v);

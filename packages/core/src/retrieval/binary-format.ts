@@ -210,7 +210,12 @@ export function fileSource(path: string): ByteSource {
     read(dst, position) {
       let off = 0;
       while (off < dst.byteLength) {
-        const n = readSync(fd, dst, off, Math.min(READ_CHUNK, dst.byteLength - off), position + off);
+        let n: number;
+        try {
+          n = readSync(fd, dst, off, Math.min(READ_CHUNK, dst.byteLength - off), position + off);
+        } catch (err) {
+          throw new M3Error('INDEX_INVALID', `${path}: cannot read index file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path, cause: err });
+        }
         if (n <= 0) corrupt(path, 'truncated (file shrank while being read)');
         off += n;
       }
