@@ -53,6 +53,35 @@ export function describeMachine(): MachineInfo {
   };
 }
 
+/** Share of CPU time (0–100) spent busy by the whole machine over `ms` (Linux /proc/stat). */
+export async function machineBusyPercent(ms = 1000): Promise<number> {
+  const read = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+    const idle = f[3] + f[4];
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const a = read();
+    await new Promise((r) => setTimeout(r, ms));
+    const b = read();
+    const total = b.total - a.total;
+    return total > 0 ? (100 * (total - (b.idle - a.idle))) / total : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Waits until other processes leave the CPU alone (busy ≤ `maxBusy`% over a 1 s window), up to
+ * `timeoutMs`. Shared machines make single timings meaningless otherwise; returns the last busy %.
+ */
+export async function waitForQuiet(maxBusy = 15, timeoutMs = 180_000): Promise<number> {
+  const t0 = Date.now();
+  let busy = await machineBusyPercent();
+  while (busy > maxBusy && Date.now() - t0 < timeoutMs) busy = await machineBusyPercent();
+  return busy;
+}
+
 export interface MatMulOptions {
   m?: number;
   k?: number;
@@ -64,6 +93,8 @@ export interface MatMulOptions {
   /** Timed runs after warm-up (default 10). */
   runs?: number;
   warmup?: number;
+  /** Wait for an idle machine before timing (see waitForQuiet; default false). */
+  quiet?: boolean;
 }
 
 export interface MatMulResult {
@@ -76,6 +107,8 @@ export interface MatMulResult {
   flopPerRun: number;
   msMedian: number;
   msBest: number;
+  /** Machine busy % (all processes) measured just before timing. */
+  busyBefore: number;
   /** GFLOP/s at the median and best run. */
   gflopsMedian: number;
   gflopsBest: number;
@@ -139,6 +172,7 @@ export async function measureMatMulFlops(opts: MatMulOptions = {}): Promise<MatM
   try {
     const a = new ort.Tensor('float32', pseudoRandom(m * k, 3, 2), [m, k]);
     for (let i = 0; i < warmup; i++) await session.run({ a });
+    const busyBefore = opts.quiet ? await waitForQuiet() : await machineBusyPercent(200);
     const times: number[] = [];
     for (let i = 0; i < runs; i++) {
       const t0 = performance.now();
@@ -158,6 +192,7 @@ export async function measureMatMulFlops(opts: MatMulOptions = {}): Promise<MatM
       flopPerRun: flop,
       msMedian: med,
       msBest: best,
+      busyBefore,
       gflopsMedian: flop / med / 1e6,
       gflopsBest: flop / best / 1e6,
     };
@@ -170,7 +205,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const machine = describeMachine();
   const results = [];
   for (const dtype of ['fp32', 'int8'] as const) {
-    for (const threads of [1, 2]) results.push(await measureMatMulFlops({ dtype, threads }));
+    for (const threads of [1, 2]) results.push(await measureMatMulFlops({ dtype, threads, runs: 20, quiet: true }));
   }
   console.log(JSON.stringify({ machine, matmul: results }, null, 2));
 }

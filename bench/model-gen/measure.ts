@@ -3,7 +3,7 @@
  * Measurements on generated models (plain onnxruntime-node, no tokenizer):
  *
  *   node --import tsx bench/model-gen/measure.ts throughput --model bench/.models/m3-full/onnx/model.onnx \
- *       [--batches 1,2,4,8] [--len 512] [--threads 2] [--runs 2] [--warmup 1]
+ *       [--batches 1,2,4,8] [--len 512] [--threads 2] [--runs 2] [--warmup 1] [--quiet]
  *   node --import tsx bench/model-gen/measure.ts peak --model bench/.models/m3-full/onnx/model_mha.onnx \
  *       [--len 8192] [--batch 1] [--threads 2] [--no-arena]
  *
@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { machineBusyPercent, waitForQuiet } from '../lib/machine.ts';
 import { benchOrtRun, feedsFor, openSession, syntheticRows } from './ort-bench.ts';
 
 const { positionals, values } = parseArgs({
@@ -27,6 +28,8 @@ const { positionals, values } = parseArgs({
     runs: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     'no-arena': { type: 'boolean', default: false },
+    /** Wait for an idle machine (≤ 15% busy) before each timed batch size. */
+    quiet: { type: 'boolean', default: false },
   },
 });
 const cmd = positionals[0];
@@ -45,11 +48,14 @@ if (cmd === 'throughput') {
   console.error(`session created in ${((performance.now() - t0) / 1000).toFixed(1)} s; load avg ${load()}`);
   const results = [];
   for (const batch of values.batches!.split(',').map(Number)) {
+    const busyBefore = values.quiet ? await waitForQuiet() : await machineBusyPercent(200);
     const r = await benchOrtRun(session, { batch, seqLen: len, runs: Number(values.runs), warmup: Number(values.warmup) });
-    results.push({ ...r, loadavg: load() });
+    const bestTokS = (batch * len) / (r.msPerBatchBest / 1000);
+    results.push({ ...r, bestTokensPerSecond: bestTokS, busyBefore, loadavg: load() });
     console.error(
-      `batch ${batch} × ${len}: ${r.tokensPerSecond.toFixed(1)} tok/s (median ${(r.msPerBatchMedian / 1000).toFixed(2)} s/batch, ` +
-        `best ${(r.msPerBatchBest / 1000).toFixed(2)} s) load ${load()}`,
+      `batch ${batch} × ${len}: ${r.tokensPerSecond.toFixed(1)} tok/s mean, ${bestTokS.toFixed(1)} tok/s best ` +
+        `(median ${(r.msPerBatchMedian / 1000).toFixed(2)} s/batch, best ${(r.msPerBatchBest / 1000).toFixed(2)} s) ` +
+        `busy before ${busyBefore.toFixed(0)}%, load ${load()}`,
     );
   }
   await session.release();
@@ -69,6 +75,7 @@ if (cmd === 'throughput') {
     '--threads',
     values.threads!,
     ...(values['no-arena'] ? ['--no-arena'] : []),
+    ...(values.quiet ? ['--quiet'] : []),
   ];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (r.status !== 0) {
@@ -87,6 +94,7 @@ if (cmd === 'throughput') {
   const session = await openSession(model, { threads, arena: !values['no-arena'] });
   const rssAfterLoadKB = Math.round(process.memoryUsage().rss / 1024);
   const feeds = feedsFor(syntheticRows(batch, len));
+  if (values.quiet) await waitForQuiet();
   const t0 = performance.now();
   const out = await session.run(feeds);
   const runSeconds = (performance.now() - t0) / 1000;
