@@ -10,7 +10,7 @@ import {
   lexicalMatchingScore,
   sparseToRecord,
   type EncodeResult,
-} from '../src/index.ts';
+} from '@bgem3/core';
 import { FIXTURE, golden } from './helpers/fixture.ts';
 
 const g = golden();

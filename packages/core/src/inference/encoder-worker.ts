@@ -11,6 +11,8 @@ export interface WorkerRequest {
   id: number;
   batch: Int32Array[];
   want: OutputSelection;
+  /** Fault injection (tests): the worker thread exits instead of running this batch. */
+  crash?: boolean;
 }
 
 export type WorkerReply =
@@ -50,6 +52,7 @@ try {
 }
 
 port.on('message', async (req: WorkerRequest) => {
+  if (req.crash) process.exit(70); // ends this thread only, as a crash would
   try {
     const results = await engine.run(req.batch, req.want);
     port.postMessage({ type: 'result', id: req.id, results, forwardPasses: 1 } satisfies WorkerReply, transferables(results));

@@ -13,7 +13,7 @@ import type { ModelDtype, ModelPaths } from '../model/layout.js';
 import { DEFAULT_MODEL, resolveModel } from '../model/resolve.js';
 import type { HubOptions } from '../hub/types.js';
 import { availableParallelism } from 'node:os';
-import { WorkerPoolRunner } from './worker-pool.js';
+import { WorkerPoolRunner, type WorkerFaults } from './worker-pool.js';
 
 /** Texts tokenised and encoded per step: bounds memory for very large calls (batches stream). */
 const CHUNK_TEXTS = 1024;
@@ -86,6 +86,8 @@ export interface LoadOptions extends EncoderOptions {
    * `intraOpNumThreads` defaults to the cores divided among the workers.
    */
   workers?: number;
+  /** @internal Fault injection for tests (see WorkerFaults). */
+  workerFaults?: WorkerFaults;
 }
 
 /** Runs batches on an engine in this thread. */
@@ -125,7 +127,7 @@ export class M3Encoder implements TextEncoder3 {
       const engine = await EncoderEngine.create(spec);
       return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
     }
-    const { pool, info } = await WorkerPoolRunner.create(spec, workers);
+    const { pool, info } = await WorkerPoolRunner.create(spec, workers, options.workerFaults);
     return new M3Encoder({ modelId, tokenizer, runner: pool, engineInfo: { ...info, hidden: info.hidden }, options });
   }
 
@@ -200,11 +202,6 @@ export class M3Encoder implements TextEncoder3 {
       invalidArgument(`${name} must be an integer from 2 to ${this.maxPositions} (the model's limit), got ${v}`);
     }
     return v;
-  }
-
-  /** The batch runner (a worker pool unless `workers: 0`); exposed for fault-injection tests. */
-  get runnerForTesting(): BatchRunner {
-    return this.runner;
   }
 
   /** Counters for tests and monitoring. */

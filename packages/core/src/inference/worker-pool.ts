@@ -26,6 +26,11 @@ interface Job {
   attempts: number;
 }
 
+/** Fault injection for tests: dispatch numbers (1-based, pool-wide) whose worker exits instead of running. */
+export interface WorkerFaults {
+  crashOnDispatch?: number[];
+}
+
 interface Slot {
   worker: Worker;
   isReady: boolean;
@@ -33,13 +38,17 @@ interface Slot {
   job: (Job & { id: number }) | undefined;
 }
 
-/** Finds the worker entry next to this module: built `.js` (dist) or `.ts` source (tests under tsx). */
+/** Finds the built worker entry (dist/inference/encoder-worker.js) next to this bundle. */
 function workerEntry(): URL {
-  for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js', './encoder-worker.ts']) {
+  for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js']) {
     const u = new URL(rel, import.meta.url);
     if (existsSync(fileURLToPath(u))) return u;
   }
-  throw new M3Error('WORKER_FAILED', `encoder worker script not found next to ${fileURLToPath(import.meta.url)}; the package build is incomplete`);
+  throw new M3Error(
+    'WORKER_FAILED',
+    `encoder worker script not found next to ${fileURLToPath(import.meta.url)}: worker threads run the built package ` +
+      `(run \`pnpm build\`), or pass workers: 0 to encode on the calling thread`,
+  );
 }
 
 export class WorkerPoolRunner implements BatchRunner {
@@ -49,16 +58,19 @@ export class WorkerPoolRunner implements BatchRunner {
   private passes = 0;
   private closed = false;
 
+  private dispatched = 0;
+
   private constructor(
     private readonly spec: EngineSpec,
     size: number,
+    private readonly faults: WorkerFaults = {},
   ) {
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
   /** Starts `size` workers and waits until each has loaded the model. */
-  static async create(spec: EngineSpec, size: number): Promise<{ pool: WorkerPoolRunner; info: EngineInfo }> {
-    const pool = new WorkerPoolRunner(spec, size);
+  static async create(spec: EngineSpec, size: number, faults?: WorkerFaults): Promise<{ pool: WorkerPoolRunner; info: EngineInfo }> {
+    const pool = new WorkerPoolRunner(spec, size, faults);
     try {
       const infos = await Promise.all(pool.slots.map((s) => s.ready));
       return { pool, info: infos[0] };
@@ -70,11 +82,6 @@ export class WorkerPoolRunner implements BatchRunner {
 
   get forwardPasses(): number {
     return this.passes;
-  }
-
-  /** The live workers (for fault-injection tests). */
-  get workersForTesting(): readonly Worker[] {
-    return this.slots.map((s) => s.worker);
   }
 
   run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]> {
@@ -93,7 +100,7 @@ export class WorkerPoolRunner implements BatchRunner {
         if (msg.type === 'ready') {
           slot.isReady = true;
           resolve(msg.info);
-          worker.unref();
+          if (!slot.job) worker.unref(); // a job posted before 'ready' keeps it ref'd
           this.pump();
         } else if (msg.type === 'init-error') {
           reject(new M3Error((msg.code as never) ?? 'MODEL_FILE_INVALID', msg.message, msg.file ? { file: msg.file } : undefined));
@@ -169,14 +176,32 @@ export class WorkerPoolRunner implements BatchRunner {
       slot.job = { ...job, id };
       slot.worker.ref();
       // Posting before 'ready' is fine: messages queue until the worker listens.
-      slot.worker.postMessage({ id, batch: job.batch, want: job.want } satisfies WorkerRequest);
+      const crash = this.faults.crashOnDispatch?.includes(++this.dispatched) ?? false;
+      slot.worker.postMessage({ id, batch: job.batch, want: job.want, ...(crash ? { crash } : {}) } satisfies WorkerRequest);
     }
   }
 
+  /**
+   * Rejects queued batches, lets running ones finish (terminating a thread inside onnxruntime's
+   * native run aborts the whole process), then stops the workers.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const job of this.queue.splice(0)) job.reject(new M3Error('WORKER_FAILED', 'encoder closed before the batch ran'));
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    await Promise.all(
+      this.slots.map(async (s) => {
+        if (s.job) {
+          const job = s.job;
+          await new Promise<void>((done) => {
+            const settle = () => done();
+            const { resolve, reject } = job;
+            job.resolve = (r) => (resolve(r), settle());
+            job.reject = (e) => (reject(e), settle());
+          });
+        }
+        await s.worker.terminate();
+      }),
+    );
   }
 }

@@ -1,0 +1,197 @@
+// The encoder as a server component: worker threads, event loop, exit, faults, abort, concurrency, cache, bad input.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { M3Encoder, M3Error } from '@bgem3/core';
+import { FIXTURE, golden } from './helpers/fixture.ts';
+
+const g = golden();
+const SHORT: string[] = g.texts.slice(0, 25);
+
+function sameResult(a: any, b: any): void {
+  assert.deepEqual(Array.from(a.dense), Array.from(b.dense));
+  assert.deepEqual(Array.from(a.sparse.indices), Array.from(b.sparse.indices));
+  assert.deepEqual(Array.from(a.sparse.values), Array.from(b.sparse.values));
+  assert.deepEqual(Array.from(a.colbert.data), Array.from(b.colbert.data));
+}
+
+describe('worker-thread encoder', () => {
+  let enc: M3Encoder;
+  before(async () => {
+    enc = await M3Encoder.load(FIXTURE, { cache: false, workers: 1 });
+  });
+  after(() => enc.close());
+
+  test('the event loop keeps ticking during a long encode', async () => {
+    let ticks = 0;
+    let worstGap = 0;
+    let last = performance.now();
+    const iv = setInterval(() => {
+      const now = performance.now();
+      worstGap = Math.max(worstGap, now - last);
+      last = now;
+      ticks++;
+    }, 5);
+    const t0 = performance.now();
+    await enc.encode(['long '.repeat(3000), ...SHORT], { dense: true, sparse: true, colbert: true });
+    const elapsed = performance.now() - t0;
+    clearInterval(iv);
+    assert.ok(elapsed > 100, `the encode should take a while (${elapsed} ms)`);
+    // A blocked loop would tick ~once; a free one ticks about every 5 ms.
+    assert.ok(ticks >= elapsed / 5 / 4, `ticks ${ticks} in ${elapsed.toFixed(0)} ms`);
+  });
+
+  test('worker results equal in-thread results', async () => {
+    const local = await M3Encoder.load(FIXTURE, { cache: false, workers: 0 });
+    try {
+      const a = await enc.encode(SHORT, { dense: true, sparse: true, colbert: true });
+      const b = await local.encode(SHORT, { dense: true, sparse: true, colbert: true });
+      a.forEach((r, i) => sameResult(r, b[i]));
+    } finally {
+      await local.close();
+    }
+  });
+
+  test('200 concurrent encode calls return exactly what serial calls return', async () => {
+    const texts = Array.from({ length: 200 }, (_, i) => `${SHORT[i % SHORT.length]} #${i}`);
+    const serial = [];
+    for (const t of texts.slice(0, 40)) serial.push((await enc.encode([t], { dense: true, sparse: true, colbert: true }))[0]);
+    const concurrent = await Promise.all(texts.map((t) => enc.encode([t], { dense: true, sparse: true, colbert: true }).then((r) => r[0])));
+    serial.forEach((r, i) => sameResult(concurrent[i], r));
+    // and the rest agree with a batched call
+    const batched = await enc.encode(texts, { dense: true, sparse: true, colbert: true });
+    concurrent.forEach((r, i) => {
+      for (let k = 0; k < r.dense!.length; k++) assert.ok(Math.abs(r.dense![k] - batched[i].dense![k]) < 1e-5);
+    });
+  });
+
+  test('an aborted call stops its remaining batches and rejects with ABORTED', async () => {
+    const texts = Array.from({ length: 64 }, (_, i) => `text number ${i} `.repeat(20));
+    const small = await M3Encoder.load(FIXTURE, { cache: false, batchSize: 2 });
+    try {
+      const ac = new AbortController();
+      const before = small.stats.forwardPasses;
+      const p = small.encode(texts, { signal: ac.signal });
+      setTimeout(() => ac.abort(new Error('user cancelled')), 5);
+      await assert.rejects(p, (e: unknown) => e instanceof M3Error && e.code === 'ABORTED');
+      const ran = small.stats.forwardPasses - before;
+      assert.ok(ran < 32, `only part of the 32 batches ran (${ran})`);
+      await assert.rejects(small.encode(['x'], { signal: AbortSignal.abort() }), /aborted/);
+    } finally {
+      await small.close();
+    }
+  });
+
+  test('a worker that dies mid-batch is replaced; the batch is retried and the call resolves', async () => {
+    const e2 = await M3Encoder.load(FIXTURE, { cache: false, workerFaults: { crashOnDispatch: [2] } });
+    try {
+      const want = await e2.encode(SHORT.slice(0, 3)); // dispatch 1
+      const [r] = await e2.encode(['a text whose worker dies']); // dispatch 2 crashes, 3 retries
+      assert.equal(r.dense!.length, 32);
+      const again = await e2.encode(SHORT.slice(0, 3));
+      again.forEach((r2, i) => assert.deepEqual(Array.from(r2.dense!), Array.from(want[i].dense!)));
+    } finally {
+      await e2.close();
+    }
+  });
+
+  test('a batch whose worker dies twice rejects with WORKER_FAILED (never hangs); the encoder recovers', async () => {
+    const e3 = await M3Encoder.load(FIXTURE, { cache: false, workerFaults: { crashOnDispatch: [1, 2] } });
+    try {
+      await assert.rejects(e3.encode(['x']), (e: unknown) => e instanceof M3Error && e.code === 'WORKER_FAILED');
+      const [r] = await e3.encode(['x']);
+      assert.equal(r.dense!.length, 32);
+    } finally {
+      await e3.close();
+    }
+  });
+
+  test('close() waits for a running batch and rejects queued ones', async () => {
+    const e4 = await M3Encoder.load(FIXTURE, { cache: false, batchSize: 1 });
+    const running = e4.encode(['long '.repeat(3000), 'b', 'c']).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    await e4.close();
+    const err = await running;
+    assert.ok(err instanceof M3Error && /closed/.test(err.message), `rejected because the encoder closed: ${err}`);
+    await assert.rejects(e4.encode(['x']), /closed/);
+  });
+});
+
+test('the process exits after encoding without close()', () => {
+  const script = `import('@bgem3/core').then(async ({ M3Encoder }) => {
+    const enc = await M3Encoder.load(${JSON.stringify(FIXTURE)});
+    const r = await enc.encode(['hello'], { dense: true, sparse: true, colbert: true });
+    console.log('encoded', r[0].dense.length);
+  });`;
+  const cwd = new URL('..', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000, cwd });
+  assert.equal(r.signal, null, 'the process was not killed by the timeout');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /encoded 32/);
+});
+
+describe('encode cache and one pass per text', () => {
+  test('a text is encoded once for all outputs; repeats and other outputs hit the cache', async () => {
+    const enc = await M3Encoder.load(FIXTURE, { workers: 0 });
+    try {
+      await enc.encode(SHORT, { dense: true });
+      assert.equal(enc.stats.textsEncoded, SHORT.length);
+      const passes = enc.stats.forwardPasses;
+      const again = await enc.encode(SHORT, { sparse: true, colbert: true, dense: false });
+      assert.equal(enc.stats.textsEncoded, SHORT.length, 'no new forward pass');
+      assert.equal(enc.stats.forwardPasses, passes);
+      assert.equal(again[0].dense, undefined);
+      assert.ok(again[0].sparse && again[0].colbert);
+      await enc.encode(['dup', 'dup', 'dup']);
+      assert.equal(enc.stats.textsEncoded, SHORT.length + 1, 'duplicates in one call encode once');
+      await enc.encode(SHORT.slice(0, 2), { maxLength: 12 });
+      assert.equal(enc.stats.textsEncoded, SHORT.length + 3, 'another maxLength is another key');
+    } finally {
+      await enc.close();
+    }
+  });
+});
+
+describe('bad input', () => {
+  let enc: M3Encoder;
+  before(async () => {
+    enc = await M3Encoder.load(FIXTURE, { workers: 0 });
+  });
+  after(() => enc.close());
+
+  test('non-strings are a TypeError naming the index', async () => {
+    for (const bad of [undefined, null, 42, { text: 'x' }, ['x']]) {
+      await assert.rejects(enc.encode(['ok', bad as never]), (e: unknown) => e instanceof TypeError && /texts\[1\]/.test((e as Error).message));
+    }
+    await assert.rejects(enc.encode('not an array' as never), TypeError);
+    await assert.rejects(enc.encode(null as never), TypeError);
+  });
+
+  test('empty array, empty and whitespace strings, NUL, lone surrogates, a 1 MB string', async () => {
+    assert.deepEqual(await enc.encode([]), []);
+    const [empty, ws, nul, lone, huge] = await enc.encode(['', '   \n\t', 'a\u0000b', 'x\uD800y', 'word '.repeat(200_000)], {
+      dense: true,
+      sparse: true,
+      colbert: true,
+    });
+    assert.equal(empty.tokens, 2);
+    assert.equal(empty.colbert!.count, 1, 'only </s>');
+    assert.equal(ws.tokens, 2);
+    for (const r of [empty, ws, nul, lone, huge]) assert.ok(r.dense!.every(Number.isFinite));
+    const [replaced] = await enc.encode(['x\uFFFDy']);
+    assert.deepEqual(Array.from(lone.dense!), Array.from(replaced.dense!), 'a lone surrogate encodes as U+FFFD');
+    assert.equal(huge.tokens, 8192);
+    assert.equal(huge.truncated, true);
+  });
+
+  test('maxLength, batchSize and workers out of range are clear errors', async () => {
+    for (const maxLength of [0, 1, 1.5, 8193, Number.NaN]) {
+      await assert.rejects(enc.encode(['x'], { maxLength }), /maxLength must be an integer from 2 to 8192/);
+    }
+    await assert.rejects(M3Encoder.load(FIXTURE, { batchSize: 0 }), /batchSize must be a positive integer/);
+    await assert.rejects(M3Encoder.load(FIXTURE, { workers: -1 }), /workers must be an integer/);
+  });
+});
