@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/retrieval.bench.ts           # full: 50k passages, 100 × 256 × 1024 rerank
  *   node --import tsx bench/retrieval.bench.ts --quick   # tiny sizes, a few seconds (CI smoke)
+ *   … --dense-docs=100000                                # another dense corpus size
  *
  * 1. Sparse: SparseIndex over synthetic ~200-token passages (Zipfian tokens over the 250,002-id
  *    vocabulary, M3-like weights), 200 queries of 4–16 tokens; compared with LangChain.js
@@ -31,6 +32,8 @@ const cfg = quick
   ? { docs: 2000, queries: 50, bm25Queries: 3, cands: 10, docTokens: 64, qTokens: 8, dim: 128, rerankRuns: 10, denseDocs: 2000, denseDim: 128, denseQueries: 10 }
   : { docs: 50000, queries: 200, bm25Queries: 3, cands: 100, docTokens: 256, qTokens: 32, dim: 1024, rerankRuns: 30, denseDocs: 50000, denseDim: 1024, denseQueries: 30 };
 
+const denseArg = process.argv.find((a) => a.startsWith('--dense-docs='));
+if (denseArg) cfg.denseDocs = Number(denseArg.split('=')[1]);
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.now();
 
