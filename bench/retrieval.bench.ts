@@ -237,7 +237,7 @@ const ce = (results.colbert as { errorVsFp32: Record<string, ReturnType<typeof e
 const lines = [
   `## Retrieval benchmark${quick ? ' (--quick)' : ''}`,
   '',
-  `Node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? '?'}), load average at start ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
+  `Node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? '?'}), load average at start ${(results.loadAverageAtStart as number[]).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
   '',
   '| measure | median | p95 | notes |',
   '|---|---|---|---|',
