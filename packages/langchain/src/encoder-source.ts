@@ -59,6 +59,7 @@ export interface BGEM3ModelParams {
 
 /** Lazily resolves the encoder of a {@link BGEM3ModelParams}; a failed load is retried next time. */
 export class EncoderSource {
+  /** The model asked for: `model`, else the given encoder's `modelId`, else `BAAI/bge-m3`. */
   readonly model: string;
   readonly maxLength: number | undefined;
   private readonly given: TextEncoder3 | undefined;
@@ -67,7 +68,7 @@ export class EncoderSource {
   private current: TextEncoder3 | undefined;
 
   constructor(params: BGEM3ModelParams = {}) {
-    const model = params.model ?? DEFAULT_MODEL;
+    const model = params.model ?? (params.encoder && typeof params.encoder.modelId === 'string' ? params.encoder.modelId : DEFAULT_MODEL);
     if (typeof model !== 'string' || model.length === 0) {
       throw new TypeError(`model must be a model directory or a Hugging Face repo id such as "${DEFAULT_MODEL}", got ${JSON.stringify(model)}`);
     }

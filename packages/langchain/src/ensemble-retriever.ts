@@ -117,16 +117,27 @@ export class BGEM3EnsembleRetriever extends BaseRetriever {
 
   lc_namespace = ['bgem3', 'retrievers'];
 
+  /** The dense retriever (see {@link BGEM3EnsembleRetrieverInput.denseRetriever}). */
   denseRetriever: BaseRetrieverInterface;
+  /** The lexical retriever (see {@link BGEM3EnsembleRetrieverInput.sparseRetriever}). */
   sparseRetriever: BaseRetrieverInterface;
+  /** Documents returned per query. */
   k: number;
+  /** Candidates requested from each retriever. */
   fetchK: number;
+  /** Fusion of the two candidate lists. */
   fusion: BGEM3FusionMode;
+  /** Fusion weights `[dense, sparse]`. */
   weights: readonly [number, number];
+  /** The RRF constant. */
   c: number;
+  /** Whether the candidates are rescored by the M3 All score. */
   rerank: boolean;
+  /** `[dense, sparse, colbert]` weights of the M3 All score. */
   rerankWeights: M3ScoreWeights;
+  /** Best fused candidates passed to the rerank (undefined: all). */
   rerankCandidates: number | undefined;
+  /** Texts per encoder call in {@link BGEM3EnsembleRetriever.addDocuments}. */
   batchSize: number;
   private readonly source: EncoderSource;
 
@@ -142,6 +153,9 @@ export class BGEM3EnsembleRetriever extends BaseRetriever {
     if (this.fusion !== 'rrf' && this.fusion !== 'weighted') throw new M3Error('INVALID_ARGUMENT', `fusion must be "rrf" or "weighted", got ${JSON.stringify(fields.fusion)}`);
     this.weights = fields.weights ?? [0.5, 0.5];
     this.c = fields.c ?? 60;
+    if (typeof this.c !== 'number' || !Number.isFinite(this.c) || this.c < 0) {
+      throw new M3Error('INVALID_ARGUMENT', `c (the RRF constant) must be a finite number ≥ 0, got ${String(fields.c)}`);
+    }
     this.rerank = fields.rerank ?? true;
     this.rerankWeights = fields.rerankWeights ?? [0.4, 0.2, 0.4];
     this.rerankCandidates = fields.rerankCandidates === undefined ? undefined : checkPositiveInteger(fields.rerankCandidates, 'rerankCandidates');

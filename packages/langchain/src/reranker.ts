@@ -2,7 +2,7 @@
  * BGEM3ColbertReranker: BGE-M3 ColBERT (multi-vector) late-interaction reranking as a LangChain
  * document compressor. Scores are core's `maxSim` (FlagEmbedding's `colbert_score`).
  */
-import { M3Error, maxSim, type ColbertMatrix, type TextEncoder3 } from '@bgem3/core';
+import { M3Error, maxSim, type ColbertMatrix } from '@bgem3/core';
 import type { Callbacks } from '@langchain/core/callbacks/manager';
 import type { DocumentInterface } from '@langchain/core/documents';
 import { BaseDocumentCompressor } from '@langchain/core/retrievers/document_compressors';
@@ -62,7 +62,7 @@ export class BGEM3ColbertReranker extends BaseDocumentCompressor {
   topN: number;
   /** Metadata key of carried ColBERT vectors. */
   vectorsKey: string;
-  /** The model directory or Hugging Face repo id. */
+  /** The model directory or Hugging Face repo id (or the given encoder's model id). */
   model: string;
   private readonly source: EncoderSource;
 
@@ -120,11 +120,6 @@ export class BGEM3ColbertReranker extends BaseDocumentCompressor {
       mats[docIndex] = encoded[j + 1].colbert as ColbertMatrix;
     });
     return maxSim(encoded[0].colbert as ColbertMatrix, mats);
-  }
-
-  /** @internal */
-  _encoder(): Promise<TextEncoder3> {
-    return this.source.get();
   }
 }
 
