@@ -6,6 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { M3Encoder, type EncodeOptions, type EncodeResult, type TextEncoder3 } from '@bgem3/core';
 import {
   BaseLLM,
+  BaseVectorStore,
+  type VectorStoreQuery,
+  type VectorStoreQueryResult,
   Document,
   MetadataMode,
   TextNode,
@@ -131,5 +134,34 @@ export class RecordingLLM extends BaseLLM {
   /** Everything the LLM was sent, as text. */
   get transcript(): string {
     return this.chats.flat().map((m) => extractText(m.content)).join('\n');
+  }
+}
+
+/**
+ * A vector store that keeps the node text itself (`storesText = true`, like Qdrant, Postgres,
+ * Chroma…): VectorStoreIndex then leaves the docStore without the text nodes.
+ */
+export class TextStoringVectorStore extends BaseVectorStore {
+  storesText = true;
+  private readonly rows = new Map<string, BaseNode>();
+  constructor() {
+    super();
+  }
+  client(): unknown {
+    return this.rows;
+  }
+  async add(nodes: BaseNode[]): Promise<string[]> {
+    for (const n of nodes) this.rows.set(n.id_, n.clone());
+    return nodes.map((n) => n.id_);
+  }
+  async delete(refDocId: string): Promise<void> {
+    for (const [id, n] of this.rows) if (n.sourceNode?.nodeId === refDocId) this.rows.delete(id);
+  }
+  async query(query: VectorStoreQuery): Promise<VectorStoreQueryResult> {
+    const q = query.queryEmbedding as number[];
+    const scored = [...this.rows.values()].map((n) => ({ n, s: (n.embedding as number[]).reduce((acc, x, i) => acc + x * (q[i] as number), 0) }));
+    scored.sort((a, b) => b.s - a.s);
+    const top = scored.slice(0, query.similarityTopK);
+    return { nodes: top.map((t) => t.n.clone()), similarities: top.map((t) => t.s), ids: top.map((t) => t.n.id_) };
   }
 }
