@@ -23,7 +23,8 @@ export interface BGEM3EnsembleRetrieverOptions extends BGEM3ModelOptions {
   retrieverWeights?: number[];
   /**
    * `'rrf'` (default): reciprocal rank fusion, Σ weight / (rrfK + rank).
-   * `'relative-score'`: each list's scores min-max normalised to [0, 1], then a weighted sum.
+   * `'relative-score'`: each list's scores min-max normalised to [0, 1], then a weighted sum
+   * (weights normalised to sum 1; a result without a numeric score counts as 0).
    */
   fusion?: 'rrf' | 'relative-score';
   /** The RRF constant (default 60). */

@@ -2,7 +2,7 @@
  * What the four LlamaIndex.TS classes share: the model options, the lazily loaded encoder and
  * argument checks. All model logic lives in @bgem3/core; this file only wires it up.
  */
-import { DEFAULT_MODEL, M3Encoder, M3Error, type HubOptions, type ModelDtype, type TextEncoder3 } from '@bgem3/core';
+import { DEFAULT_MODEL, M3Encoder, M3Error, type EncoderOptions, type HubOptions, type LoadOptions, type ModelDtype, type TextEncoder3 } from '@bgem3/core';
 import { extractText, type MessageContent, type QueryBundle } from 'llamaindex';
 
 /**
@@ -17,7 +17,7 @@ export interface BGEM3ModelOptions {
   /**
    * An encoder to use instead of the shared one (e.g. `await M3Encoder.load(dir, { intraOpNumThreads: 4 })`
    * or a worker pool). Pass the same encoder to every class to keep one pass per text.
-   * `model`, `dtype`, `onnxFile` and `hub` are ignored when it is given.
+   * `model`, `dtype`, `onnxFile`, `hub` and `encoderOptions` are ignored when it is given.
    */
   encoder?: TextEncoder3;
   /** `'fp32'` (default) or `'q8'` (int8 backbone). */
@@ -28,6 +28,12 @@ export interface BGEM3ModelOptions {
   maxLength?: number;
   /** Hugging Face Hub settings (endpoint, token, cache dir, offline, progress) for repo ids. */
   hub?: HubOptions;
+  /**
+   * onnxruntime and encoder settings for `M3Encoder.shared` (threads, forward-pass batch size,
+   * encode-cache budget). Classes that should share one encoder must pass the same values.
+   * (`maxLength` here is the encoder's default; prefer the top-level `maxLength`.)
+   */
+  encoderOptions?: EncoderOptions;
 }
 
 /** Throws core's INVALID_ARGUMENT error. */
@@ -57,6 +63,7 @@ export class EncoderSource {
     const { model, encoder, maxLength } = options;
     if (model !== undefined && (typeof model !== 'string' || model.length === 0)) invalid(`model must be a model directory or a Hugging Face repo id, got ${JSON.stringify(model)}`);
     if (encoder !== undefined && (encoder === null || typeof encoder.encode !== 'function')) invalid('encoder must be a TextEncoder3 (e.g. an M3Encoder)');
+    if (options.encoderOptions !== undefined && (options.encoderOptions === null || typeof options.encoderOptions !== 'object')) invalid('encoderOptions must be an object');
     if (maxLength !== undefined && (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 2)) invalid(`maxLength must be an integer ≥ 2, got ${String(maxLength)}`);
     this.options = options;
     this.model = model ?? DEFAULT_MODEL;
@@ -70,13 +77,14 @@ export class EncoderSource {
 
   /** The encoder (loading it on first use). */
   get(): Promise<TextEncoder3> {
-    const { encoder, dtype, onnxFile, hub } = this.options;
+    const { encoder, dtype, onnxFile, hub, encoderOptions } = this.options;
     if (encoder) return Promise.resolve(encoder);
-    return M3Encoder.shared(this.model, {
-      ...(dtype !== undefined ? { dtype } : {}),
-      ...(onnxFile !== undefined ? { onnxFile } : {}),
-      ...(hub !== undefined ? { hub } : {}),
-    });
+    // Only defined keys: M3Encoder.shared keys its map by the options' JSON.
+    const load: LoadOptions = { ...(encoderOptions ?? {}) };
+    if (dtype !== undefined) load.dtype = dtype;
+    if (onnxFile !== undefined) load.onnxFile = onnxFile;
+    if (hub !== undefined) load.hub = hub;
+    return M3Encoder.shared(this.model, load);
   }
 
   /** Per-call encode options (the configured `maxLength`). */

@@ -117,11 +117,23 @@ describe('BGEM3Embedding', () => {
     assert.equal(enc.stats.textsEncoded, texts.length);
   });
 
+  test('encoderOptions select a separate shared encoder (same options share it)', async () => {
+    const fresh = freshModelPath();
+    cleanups.push(fresh.cleanup);
+    const a = await new BGEM3Embedding({ model: fresh.path, encoderOptions: { batchSize: 2 } }).load();
+    const b = await new BGEM3Embedding({ model: fresh.path, encoderOptions: { batchSize: 2 } }).load();
+    const c = await new BGEM3Embedding({ model: fresh.path }).load();
+    assert.equal(a, b);
+    assert.notEqual(a, c);
+    assert.equal(a, await M3Encoder.shared(fresh.path, { batchSize: 2 }));
+  });
+
   test('invalid options fail fast with INVALID_ARGUMENT', () => {
     const bad = (o: object) => assert.throws(() => new BGEM3Embedding(o as never), (err: unknown) => err instanceof M3Error && err.code === 'INVALID_ARGUMENT');
     bad({ model: '' });
     bad({ maxLength: 1 });
     bad({ embedBatchSize: 0 });
     bad({ encoder: {} });
+    bad({ encoderOptions: 3 });
   });
 });
