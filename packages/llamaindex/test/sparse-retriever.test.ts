@@ -176,6 +176,18 @@ describe('BGEM3SparseRetriever', () => {
     assert.equal(lazy.size, 7);
   });
 
+  test('fromDocuments splits with Settings.nodeParser (or the given parser) and indexes the chunks', async () => {
+    const docs = PASSAGES.map((p, i) => new Document({ id_: `src-${i}`, text: p.text, metadata: { lang: p.lang } }));
+    const r = await BGEM3SparseRetriever.fromDocuments(docs, { model: FIXTURE, topK: 12 });
+    assert.equal(r.size, PASSAGES.length, 'one chunk per short document');
+    assert.ok(r.ids().every((id) => !id.startsWith('src-')), 'chunks get their own ids');
+    const hits = await r.retrieve(PASSAGES[7]!.text);
+    const hit = hits.find((h) => h.node.getContent(MetadataMode.NONE) === PASSAGES[7]!.text);
+    assert.equal(hit?.node.sourceNode?.nodeId, 'src-7');
+    const viaParser = await BGEM3SparseRetriever.fromDocuments(docs.slice(0, 2), { model: FIXTURE, nodeParser: Settings.nodeParser });
+    assert.equal(viaParser.size, 2);
+  });
+
   test('works when the docStore is empty (a vector store that keeps the text)', async () => {
     const emptyStore = new SimpleDocumentStore();
     const r = await BGEM3SparseRetriever.fromNodes(nodes, { model: FIXTURE, docStore: emptyStore, topK: 3 });
