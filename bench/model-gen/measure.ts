@@ -28,7 +28,7 @@ const { positionals, values } = parseArgs({
     runs: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     'no-arena': { type: 'boolean', default: false },
-    /** Wait for an idle machine (≤ 15% busy) before each timed batch size. */
+    /** Wait for an idle machine (≤ 15% busy) before each timed run. */
     quiet: { type: 'boolean', default: false },
   },
 });
@@ -49,7 +49,13 @@ if (cmd === 'throughput') {
   const results = [];
   for (const batch of values.batches!.split(',').map(Number)) {
     const busyBefore = values.quiet ? await waitForQuiet() : await machineBusyPercent(200);
-    const r = await benchOrtRun(session, { batch, seqLen: len, runs: Number(values.runs), warmup: Number(values.warmup) });
+    const r = await benchOrtRun(session, {
+      batch,
+      seqLen: len,
+      runs: Number(values.runs),
+      warmup: Number(values.warmup),
+      beforeRun: values.quiet ? () => waitForQuiet(15, 60_000) : undefined,
+    });
     const bestTokS = (batch * len) / (r.msPerBatchBest / 1000);
     results.push({ ...r, bestTokensPerSecond: bestTokS, busyBefore, loadavg: load() });
     console.error(

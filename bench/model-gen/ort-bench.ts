@@ -70,13 +70,22 @@ export interface OrtRunResult {
 /** Times `runs` calls of `session.run` on `batch` rows of `seqLen` tokens, after `warmup` calls. */
 export async function benchOrtRun(
   session: ort.InferenceSession,
-  opts: { batch: number; seqLen: number; runs?: number; warmup?: number; maxId?: number },
+  opts: {
+    batch: number;
+    seqLen: number;
+    runs?: number;
+    warmup?: number;
+    maxId?: number;
+    /** Awaited before each timed run (e.g. waiting for an idle machine). */
+    beforeRun?: () => Promise<unknown>;
+  },
 ): Promise<OrtRunResult> {
   const runs = opts.runs ?? 3;
   const feeds = feedsFor(syntheticRows(opts.batch, opts.seqLen, opts.maxId ?? 3002));
   for (let i = 0; i < (opts.warmup ?? 1); i++) await session.run(feeds);
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
+    if (opts.beforeRun) await opts.beforeRun();
     const t0 = performance.now();
     await session.run(feeds);
     times.push(performance.now() - t0);
