@@ -91,7 +91,8 @@ export class BGEM3SparseRetriever extends BaseRetriever {
   private synced = false;
   /** Mutations run one after another (a promise-chain mutex). */
   private queue: Promise<unknown> = Promise.resolve();
-  private readonly initialNodes: BaseNode[] | undefined;
+  /** Nodes given to the constructor, indexed on first use (a constructor cannot await). */
+  private initialNodes: BaseNode[] | undefined;
 
   constructor(options: BGEM3SparseRetrieverOptions = {}) {
     super();
@@ -135,7 +136,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
     return r;
   }
 
-  /** Number of indexed nodes. */
+  /** Number of indexed nodes (nodes given to the constructor count once indexed, on first use). */
   get size(): number {
     return this.nodes.size;
   }
@@ -156,8 +157,17 @@ export class BGEM3SparseRetriever extends BaseRetriever {
     return json ? toNode(json) : undefined;
   }
 
+  // Runs `fn` after every earlier mutation (a promise-chain mutex), constructor nodes indexed first.
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
+    const step = async (): Promise<T> => {
+      const initial = this.initialNodes;
+      if (initial) {
+        this.initialNodes = undefined;
+        await this.upsert(initial, 'user');
+      }
+      return fn();
+    };
+    const run = this.queue.then(step, step);
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -240,7 +250,6 @@ export class BGEM3SparseRetriever extends BaseRetriever {
   }
 
   private async syncNow(): Promise<void> {
-    if (this.initialNodes && !this.synced) await this.upsert(this.initialNodes, 'user');
     this.synced = true;
     const store = this.docStore;
     if (!store) return;
@@ -263,7 +272,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
   async _retrieve(params: QueryBundle): Promise<NodeWithScore[]> {
     const text = queryText(params, 'BGEM3SparseRetriever');
     if (!this.synced || (this.docStore && this.syncOnRetrieve)) await this.refresh();
-    await this.queue;
+    await this.queue; // read-your-writes: adds and deletes started before this query
     if (this.nodes.size === 0) return [];
     const { encoder, index } = await this.ready();
     const [query] = await this.encodeSparse(encoder, [text]);

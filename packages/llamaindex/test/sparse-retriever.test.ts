@@ -130,6 +130,15 @@ describe('BGEM3SparseRetriever', () => {
     assert.equal(r.size, 3);
     assert.equal((await r.retrieve(PASSAGES[9]!.text)).some((h) => h.node.id_ === 'node-9' || h.node.id_ === 'child'), false);
     await assert.rejects(r.addNodes([{}] as never), invalidArg);
+
+    // Constructor nodes are indexed before later changes, so a later version wins.
+    const v1 = new TextNode({ id_: 'v', text: 'version one' });
+    const v2 = new TextNode({ id_: 'v', text: 'version two' });
+    const ordered = new BGEM3SparseRetriever({ model: FIXTURE, nodes: [v1] });
+    await ordered.addNodes([v2]);
+    await ordered.retrieve('version');
+    assert.equal(ordered.size, 1);
+    assert.equal(ordered.getNode('v')?.getContent(MetadataMode.NONE), 'version two');
   });
 
   test('follows a docStore: skips split source documents, picks up inserts, changes and deletions', async () => {
