@@ -35,7 +35,7 @@ const BGE_M3_DIM = 1024;
  * ```
  */
 export class BGEM3Embedding extends BaseEmbedding {
-  /** The model directory or repo id this embedding loads (unless an `encoder` was given). */
+  /** The model directory or repo id this embedding loads (the given encoder's `modelId` if one was given). */
   readonly model: string;
   private readonly source: EncoderSource;
 

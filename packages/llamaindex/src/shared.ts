@@ -66,7 +66,7 @@ export class EncoderSource {
     if (options.encoderOptions !== undefined && (options.encoderOptions === null || typeof options.encoderOptions !== 'object')) invalid('encoderOptions must be an object');
     if (maxLength !== undefined && (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 2)) invalid(`maxLength must be an integer ≥ 2, got ${String(maxLength)}`);
     this.options = options;
-    this.model = model ?? DEFAULT_MODEL;
+    this.model = model ?? (typeof encoder?.modelId === 'string' ? encoder.modelId : DEFAULT_MODEL);
     this.maxLength = maxLength;
   }
 
