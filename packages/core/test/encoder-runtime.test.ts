@@ -149,6 +149,9 @@ describe('encode cache and one pass per text', () => {
       assert.equal(enc.stats.textsEncoded, SHORT.length + 1, 'duplicates in one call encode once');
       await enc.encode(SHORT.slice(0, 2), { maxLength: 12 });
       assert.equal(enc.stats.textsEncoded, SHORT.length + 3, 'another maxLength is another key');
+      const [a, b] = await Promise.all([enc.encode(['concurrent']), enc.encode(['concurrent'], { sparse: true })]);
+      assert.equal(enc.stats.textsEncoded, SHORT.length + 4, 'concurrent calls for one text share one pass');
+      assert.deepEqual(Array.from(a[0].dense!), Array.from(b[0].dense!));
     } finally {
       await enc.close();
     }

@@ -166,6 +166,8 @@ export class M3Encoder implements TextEncoder3 {
   private readonly cache: EncodeCache | undefined;
   private readonly limits: { batchSize: number; maxBatchTokens: number };
   private textsEncoded = 0;
+  /** Texts being encoded right now (cache key → result), so concurrent calls share one pass. */
+  private readonly inflight = new Map<string, Promise<FullEncodeResult>>();
   private closed = false;
 
   constructor(args: {
@@ -250,22 +252,69 @@ export class M3Encoder implements TextEncoder3 {
     const cache = this.cache;
     // With a cache, compute everything once so later calls for other outputs hit.
     const compute: Required<OutputSelection> = cache ? { dense: true, sparse: true, colbert: true } : want;
-    const pending = new Map<string, number[]>(); // text → output slots waiting for it (dedupes repeats)
+    const pending = new Map<string, number[]>(); // text (or slot, without cache) → output slots waiting for it
+    const waits: Promise<void>[] = [];
     for (let i = start; i < end; i++) {
-      const key = cache ? EncodeCache.key(this.modelId, maxLength, texts[i]) : '';
-      const hit = cache?.get(key);
+      if (!cache) {
+        pending.set(`${i}`, [i]);
+        continue;
+      }
+      const key = EncodeCache.key(this.modelId, maxLength, texts[i]);
+      const hit = cache.get(key);
       if (hit) {
         out[i] = pick(hit, want);
         continue;
       }
+      const running = this.inflight.get(key); // another call is encoding this text right now
+      if (running) {
+        waits.push(running.then((r) => void (out[i] = pick(r, want))));
+        continue;
+      }
       const slots = pending.get(texts[i]);
-      if (slots && cache) slots.push(i);
-      else pending.set(cache ? texts[i] : `${i}`, [i]);
+      if (slots) slots.push(i);
+      else pending.set(texts[i], [i]);
     }
-    if (pending.size === 0) return;
-    const todo = [...pending.entries()];
-    const todoTexts = todo.map(([k, slots]) => (cache ? k : texts[slots[0]]));
-    const tokenized = await this.tokenizer.encode(todoTexts, maxLength);
+    if (pending.size > 0) {
+      const todo = [...pending.entries()];
+      const todoTexts = todo.map(([k, slots]) => (cache ? k : texts[slots[0]]));
+      const keys = cache ? todoTexts.map((t) => EncodeCache.key(this.modelId, maxLength, t)) : [];
+      const settle = new Map<string, { resolve: (r: FullEncodeResult) => void; reject: (e: unknown) => void }>();
+      for (const key of keys) {
+        const p = new Promise<FullEncodeResult>((resolve, reject) => settle.set(key, { resolve, reject }));
+        p.catch(() => undefined); // waiters observe it; an unobserved failure is not unhandled
+        this.inflight.set(key, p);
+      }
+      try {
+        await this.runTexts(todoTexts, maxLength, compute, signal, (j, r) => {
+          for (const slot of todo[j][1]) out[slot] = cache ? pick(r, want) : r;
+          if (cache) {
+            cache.set(keys[j], r as FullEncodeResult);
+            settle.get(keys[j])?.resolve(r as FullEncodeResult);
+            this.inflight.delete(keys[j]);
+          }
+        });
+      } catch (e) {
+        for (const key of keys) {
+          if (this.inflight.get(key)) {
+            settle.get(key)?.reject(e);
+            this.inflight.delete(key);
+          }
+        }
+        throw e;
+      }
+    }
+    await Promise.all(waits);
+  }
+
+  /** Tokenises, batches by length and runs `texts`; `done(j, result)` is called per text. */
+  private async runTexts(
+    texts: readonly string[],
+    maxLength: number,
+    compute: Required<OutputSelection>,
+    signal: AbortSignal | undefined,
+    done: (j: number, r: EncodeResult) => void,
+  ): Promise<void> {
+    const tokenized = await this.tokenizer.encode(texts, maxLength);
     const batches = planBatches(
       tokenized.map((t) => t.ids.length),
       this.limits,
@@ -277,10 +326,8 @@ export class M3Encoder implements TextEncoder3 {
         compute,
       );
       batch.forEach((j, b) => {
-        const r: EncodeResult = { ...raw[b], tokens: tokenized[j].ids.length, truncated: tokenized[j].truncated };
         this.textsEncoded++;
-        if (cache) cache.set(EncodeCache.key(this.modelId, maxLength, todoTexts[j]), r as FullEncodeResult);
-        for (const slot of todo[j][1]) out[slot] = cache ? pick(r, want) : r;
+        done(j, { ...raw[b], tokens: tokenized[j].ids.length, truncated: tokenized[j].truncated });
       });
     }
   }

@@ -38,9 +38,9 @@ interface Slot {
   job: (Job & { id: number }) | undefined;
 }
 
-/** Finds the built worker entry (dist/inference/encoder-worker.js) next to this bundle. */
+/** Finds the built worker entry (dist/inference/encoder-worker.js) from the library or CLI bundle. */
 function workerEntry(): URL {
-  for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js']) {
+  for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js', '../inference/encoder-worker.js']) {
     const u = new URL(rel, import.meta.url);
     if (existsSync(fileURLToPath(u))) return u;
   }
