@@ -45,11 +45,27 @@ export {
 export { SparseIndex, M3_VOCAB_SIZE, type SparseIndexOptions, type SparseSearchOptions, type SparseDoc } from './retrieval/sparse-index.js';
 export { DenseIndex, type DenseIndexOptions, type DenseSearchOptions } from './retrieval/dense-index.js';
 export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions } from './retrieval/colbert-store.js';
-export { maxSim, maxSimStored, type MaxSimOptions } from './retrieval/maxsim.js';
+export { maxSim, maxSimStored, maxSimPacked, maxSimReference, type MaxSimOptions } from './retrieval/maxsim.js';
+export {
+  M3Index,
+  type M3Document,
+  type M3EncodedDocument,
+  type M3StoredDocument,
+  type M3IndexOptions,
+  type M3IndexLoadOptions,
+  type M3AddOptions,
+  type M3Filter,
+  type M3SearchOptions,
+  type M3SingleModeOptions,
+  type M3Hit,
+  type M3SearchResult,
+} from './retrieval/m3-index.js';
+export { releaseScratchMemory } from './retrieval/scratch.js';
 export {
   reciprocalRankFusion,
   weightedScoreFusion,
   m3AllScore,
+  checkFusionWeights,
   type RankedEntry,
   type RrfOptions,
   type WeightedFusionOptions,
@@ -58,4 +74,4 @@ export {
 } from './retrieval/fusion.js';
 export { type ScoredId } from './retrieval/topk.js';
 export { m3Rerank, type M3Encoded, type M3RerankHit, type M3RerankOptions } from './retrieval/m3-rerank.js';
-export { writeFileAtomic } from './util/atomic-file.js';
+export { writeFileAtomic, fsyncDirectory } from './util/atomic-file.js';

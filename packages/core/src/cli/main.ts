@@ -7,16 +7,22 @@ import { Command, CommanderError } from 'commander';
 import { M3Error } from '../errors.js';
 import { registerDownload } from './commands/download.js';
 import { registerEncode } from './commands/encode.js';
+import { registerIndex, registerSearch } from './commands/index-search.js';
 import { registerScore } from './commands/score.js';
 import { UserError } from './user-error.js';
 
 const program = new Command('bgem3')
   .description('BGE-M3 dense, sparse and ColBERT encodings and retrieval, on onnxruntime')
-  .showHelpAfterError('(run with --help for usage)')
+  .configureOutput({
+    // Commander's own usage errors get the same one-line "bgem3: …" form as ours.
+    outputError: (str, write) => write(`bgem3: ${str.replace(/^error: /, '').trimEnd()} (see bgem3 --help)\n`),
+  })
   .exitOverride();
 
 registerEncode(program);
 registerScore(program);
+registerIndex(program);
+registerSearch(program);
 registerDownload(program);
 
 function fail(message: string, err?: unknown): never {
