@@ -4,7 +4,10 @@
  *
  *   node --import tsx bench/encode.bench.ts --quick            # tiny fixture model, seconds
  *   node --import tsx bench/encode.bench.ts [--model bench/.models/m3-full] [--dtype fp32|q8]
- *        [--batches 1,2,4,8] [--chunk 512] [--texts 8] [--threads 2] [--json out.json]
+ *        [--batches 1,2,4,8] [--chunk 512] [--texts 8] [--threads 2] [--json out.json] [--flops] [--quiet]
+ *
+ * --quiet waits for an idle CPU before every timed batch (shared machines); --flops also times
+ * the machine's onnxruntime MatMul (the ceiling: tokens/s ≤ FLOP/s ÷ ~654 MFLOP per token at 512).
  *
  * The full model is the generated random-weight BGE-M3 (same FLOPs/memory as the real one):
  *   node --import tsx bench/model-gen/generate.ts --out bench/.models/m3-full [--dtype int8]
@@ -20,7 +23,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { describeMachine, measureMatMulFlops } from './lib/machine.ts';
+import { describeMachine, measureMatMulFlops, waitForQuiet } from './lib/machine.ts';
 import { benchTransformersJs, disposeTransformersJs, loadTransformersJs } from './lib/transformersjs.ts';
 import { feedsFor, openSession } from './model-gen/ort-bench.ts';
 
@@ -44,6 +47,8 @@ export type Engine = (modelDir: string, texts: string[], batchSize: number, o: B
 export interface BenchOptions {
   dtype: 'fp32' | 'q8';
   threads: number;
+  /** Awaited before each timed batch, outside the timing (waitForQuiet with --quiet). */
+  beforeBatch?: () => Promise<unknown>;
 }
 
 /** Multilingual source text: the fixture's golden texts (the same tokenizer family as BGE-M3). */
@@ -84,7 +89,13 @@ export async function chunkTexts(modelDir: string, n: number, chunk: number): Pr
 }
 
 const transformersJs: Engine = async (dir, texts, batchSize, o) => {
-  const r = await benchTransformersJs(dir, texts, { dtype: o.dtype, batchSize, threads: o.threads, warmup: 1 });
+  const r = await benchTransformersJs(dir, texts, {
+    dtype: o.dtype,
+    batchSize,
+    threads: o.threads,
+    warmup: 1,
+    beforeBatch: o.beforeBatch,
+  });
   return { ...r, engine: `transformers.js (${o.dtype})` };
 };
 
@@ -99,13 +110,13 @@ const ortOnly: Engine = async (dir, texts, batchSize, o) => {
     for (let i = 0; i < rows.length; i += batchSize) batches.push(rows.slice(i, i + batchSize));
     await session.run(feedsFor(batches[0]));
     const times: number[] = [];
-    const t0 = performance.now();
     for (const b of batches) {
+      if (o.beforeBatch) await o.beforeBatch();
       const t = performance.now();
       await session.run(feedsFor(b));
       times.push(performance.now() - t);
     }
-    const seconds = (performance.now() - t0) / 1000;
+    const seconds = times.reduce((a, b) => a + b, 0) / 1000;
     const tokens = rows.reduce((a, r) => a + r.length, 0);
     times.sort((a, b) => a - b);
     return {
@@ -137,6 +148,7 @@ async function main(): Promise<void> {
       threads: { type: 'string', default: '2' },
       json: { type: 'string' },
       flops: { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
     },
   });
   const quick = values.quick!;
@@ -153,11 +165,15 @@ async function main(): Promise<void> {
   const batchSizes = (values.batches ?? (quick ? '1,4' : '1,2,4,8')).split(',').map(Number);
   const nTexts = Number(values.texts ?? (quick ? 16 : 8));
   const chunk = Number(values.chunk);
-  const opts: BenchOptions = { dtype, threads: Number(values.threads) };
+  const opts: BenchOptions = {
+    dtype,
+    threads: Number(values.threads),
+    beforeBatch: values.quiet ? () => waitForQuiet(15, 60_000) : undefined,
+  };
 
   const machine = describeMachine();
   console.error(`${machine.cpuModel} · ${machine.cores} cores · ${machine.ramGB} GB · node ${machine.node} · onnxruntime ${machine.onnxruntime}`);
-  const matmul = values.flops ? await measureMatMulFlops({ threads: opts.threads }) : undefined;
+  const matmul = values.flops ? await measureMatMulFlops({ threads: opts.threads, quiet: values.quiet }) : undefined;
   if (matmul) console.error(`MatMul ${matmul.m}×${matmul.k}×${matmul.n} fp32: ${matmul.gflopsMedian.toFixed(1)} GFLOP/s`);
 
   const texts = await chunkTexts(modelDir, nTexts, chunk);
