@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -153,5 +153,17 @@ describe('pnpm demo (examples/demo) against the fixture model', () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /--k must be a positive integer/);
     assert.match(bad.stderr, /Usage:/);
+  });
+
+  test("the root README opens with the demo command and CI's exact test command", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const commands = /```sh\n([\s\S]*?)```/.exec(readme)![1].split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+    assert.ok(readme.indexOf('```sh') < 20, 'the commands come first');
+    assert.deepEqual(commands, ['pnpm install && pnpm demo -- --model test/fixtures/tiny-m3-A', 'pnpm install --frozen-lockfile && pnpm test']);
+    const ci = readFileSync(join(ROOT, '.ci/run'), 'utf8');
+    assert.match(ci, /^pnpm install --frozen-lockfile$/m);
+    assert.match(ci, /^pnpm test$/m);
+    const scripts = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts;
+    assert.match(scripts.demo, /node examples\/demo\/demo\.mjs$/);
   });
 });
