@@ -72,6 +72,10 @@ export interface TextEncoder3 {
   readonly dim: number;
   /** Vocabulary size (the sparse index's id space). */
   readonly vocabSize: number;
+  /** ColBERT vector dimension, when it differs from `dim` (absent: same as `dim`). */
+  readonly colbertDim?: number;
+  /** Default max tokens per text (absent: the encoder decides). */
+  readonly maxLength?: number;
   /** Encodes texts in input order; all requested outputs from one forward pass per text. */
   encode(texts: readonly string[], options?: EncodeOptions): Promise<EncodeResult[]>;
 }
