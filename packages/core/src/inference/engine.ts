@@ -3,7 +3,7 @@
  * turns batches of token ids into dense, sparse and ColBERT outputs. It holds no queue and no
  * cache, so the same class runs in the main thread or inside a worker thread.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { M3Error } from '../errors.js';
 import { detectGraphLayout, type GraphLayout, type ModelPaths } from '../model/layout.js';
@@ -65,9 +65,23 @@ export async function createSession(path: string | Uint8Array, settings: Session
   try {
     return typeof path === 'string' ? await ort.InferenceSession.create(path, options) : await ort.InferenceSession.create(path, options);
   } catch (cause) {
+    const reason = (cause as Error).message.split('\n')[0];
+    // onnxruntime blames the graph when its external-data file is truncated or missing; name the
+    // data file (the one to re-download): a quoted path in the message, else the sidecar beside it.
+    const data =
+      typeof path === 'string' && /external/i.test(reason)
+        ? (/"([^"]+)"/.exec(reason)?.[1] ?? [`${path}_data`, `${path}.data`].find((p) => existsSync(p)))
+        : undefined;
+    if (data) {
+      throw new M3Error(
+        'MODEL_FILE_INVALID',
+        `cannot load ONNX model ${file}: its external-data file ${data} is ${existsSync(data) ? 'truncated or damaged' : 'missing'} (${reason})`,
+        { file: data, cause },
+      );
+    }
     throw new M3Error(
       'MODEL_FILE_INVALID',
-      `cannot load ONNX model ${file}: ${(cause as Error).message.split('\n')[0]} (is the file complete, with its external-data file beside it?)`,
+      `cannot load ONNX model ${file}: ${reason} (is the file complete, with its external-data file beside it?)`,
       { file, cause },
     );
   }
