@@ -4,7 +4,7 @@
  */
 import { invalidArgument } from '../errors.js';
 import type { M3Encoder } from '../inference/encoder.js';
-import { colbertScore, combineScores, denseScore, lexicalMatchingScore, type ModeScores, type ModeWeights } from './scores.js';
+import { checkWeights, colbertScore, combineScores, denseScore, lexicalMatchingScore, type ModeScores, type ModeWeights } from './scores.js';
 
 export interface ComputeScoreOptions {
   /** [dense, sparse, colbert] (FlagEmbedding's default [1, 1, 1]). */
@@ -41,6 +41,7 @@ export async function computeScore(encoder: M3Encoder, pairs: readonly ScorePair
     passages.push(d);
   });
   const weights = options.weights ?? [1, 1, 1];
+  checkWeights(weights); // before any encoding (and also when there are no pairs)
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 0) invalidArgument(`batchSize must be an integer ≥ 0, got ${batchSize}`);
   const all = { dense: true, sparse: true, colbert: true };
