@@ -1,0 +1,215 @@
+/**
+ * Bad input through the LangChain and LlamaIndex classes, on the real fixture encoder: what is not
+ * text, odd strings, non-integer or non-finite k/topN, and NaN/negative/infinite weights. Each
+ * case gets a defined result or an error saying what is wrong. (The package tests already cover
+ * the common cases; docs/RELIABILITY.md references them. This file adds what they do not.)
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { M3Encoder } from '@bgem3/core';
+import { BGEM3ColbertReranker, BGEM3Embeddings, BGEM3EnsembleRetriever, BGEM3SparseRetriever } from '@bgem3/langchain';
+import * as li from '@bgem3/llamaindex';
+import { Document } from '@langchain/core/documents';
+import { FIXTURE, m3, ODD, typeError } from './helpers.ts';
+import { TextNode } from './llamaindex.ts';
+
+const NOT_TEXT: [string, unknown][] = [
+  ['undefined', undefined],
+  ['null', null],
+  ['a number', 42],
+  ['an object', { text: 'x' }],
+  ['an array', ['x']],
+];
+const BAD_COUNT: unknown[] = [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '3'];
+const ODD_TEXTS = Object.entries(ODD);
+const CORPUS = [
+  'Paris is the capital of France and sits on the Seine.',
+  'Green tea is popular in Japan and China.',
+  '北京是中国的首都，有很多历史古迹。',
+  'Москва — столица России.',
+  'BGE-M3 computes dense, sparse and ColBERT vectors in one pass.',
+];
+
+function finiteUnit(v: readonly number[], dim: number): boolean {
+  return v.length === dim && v.every(Number.isFinite) && Math.abs(Math.hypot(...v) - 1) < 1e-4;
+}
+
+// maxLength 512: the 1 MB text is cut there (at 8,192 tokens one text costs ~3.4 GB on the tiny
+// model; core's encoder-runtime test covers that length).
+let encoder: M3Encoder;
+before(async () => {
+  encoder = await M3Encoder.load(FIXTURE, { workers: 0, maxLength: 512 });
+});
+after(() => encoder.close());
+
+describe('LangChain', () => {
+  test('BGEM3Embeddings: non-text is a TypeError naming the entry; odd strings give finite unit vectors', async () => {
+    const emb = new BGEM3Embeddings({ encoder });
+    for (const [what, bad] of NOT_TEXT) {
+      await assert.rejects(emb.embedDocuments(['ok', bad as string]), typeError(/documents\[1\] must be a string/), what);
+      await assert.rejects(emb.embedQuery(bad as string), typeError(/document must be a string/), what);
+    }
+    for (const notArray of [undefined, null, 'text', { 0: 'x' }]) {
+      await assert.rejects(emb.embedDocuments(notArray as never), typeError(/documents must be an array of strings/), String(notArray));
+    }
+    const vectors = await emb.embedDocuments(ODD_TEXTS.map(([, t]) => t));
+    vectors.forEach((v, i) => assert.ok(finiteUnit(v, 32), ODD_TEXTS[i][0]));
+    for (const [what, t] of ODD_TEXTS) assert.ok(finiteUnit(await emb.embedQuery(t), 32), what);
+    for (const batchSize of BAD_COUNT) assert.throws(() => new BGEM3Embeddings({ encoder, batchSize: batchSize as number }), m3('INVALID_ARGUMENT', /batchSize/), String(batchSize));
+  });
+
+  test('BGEM3SparseRetriever: bad documents, ids, queries, k and deletes; odd texts are indexed and searchable', async () => {
+    for (const k of BAD_COUNT) assert.throws(() => new BGEM3SparseRetriever({ encoder, k: k as number }), m3('INVALID_ARGUMENT', /k must be a positive integer/), String(k));
+    const r = new BGEM3SparseRetriever({ encoder, k: 50 });
+    await assert.rejects(r.addDocuments(null as never), typeError(/documents must be an array/));
+    await assert.rejects(r.addDocuments([null as never]), typeError(/documents\[0\] must be a Document/));
+    await assert.rejects(r.addDocuments([{ pageContent: undefined } as never]), typeError(/documents\[0\]\.pageContent must be a string/));
+    await assert.rejects(r.addDocuments([new Document({ pageContent: 'x' })], { ids: [42 as never] }), typeError(/the id of documents\[0\] must be a string/));
+    await assert.rejects(r.addDocuments([new Document({ pageContent: 'x' })], { ids: ['a', 'b'] }), m3('INVALID_ARGUMENT', /one id per document/));
+    assert.equal(r.size, 0, 'nothing stored by the failed calls');
+    for (const [what, bad] of NOT_TEXT) await assert.rejects(r.invoke(bad as string), typeError(/query must be a string/), what);
+    await assert.rejects(r.delete(undefined as never), typeError(/delete expects/));
+    await assert.rejects(r.delete([42 as never]), typeError(/ids\[0\] must be a string/));
+
+    await r.addDocuments([...ODD_TEXTS.map(([id, pageContent]) => new Document({ id, pageContent })), ...CORPUS.map((pageContent, i) => new Document({ id: `c${i}`, pageContent }))]);
+    assert.equal(r.size, ODD_TEXTS.length + CORPUS.length);
+    for (const [id, t] of ODD_TEXTS) {
+      const hits = await r.invoke(t);
+      if (t.trim() === '') {
+        assert.deepEqual(hits, [], `${id}: a blank query returns []`);
+        continue;
+      }
+      assert.ok(hits.length > 0 && hits.every((d) => Number.isFinite(d.metadata.sparseScore) && d.metadata.sparseScore > 0), `${id}: scored hits`);
+      assert.ok(hits.some((d) => d.id === id), `${id}: the document with the same text is found`);
+    }
+    await r.delete(['never-added']);
+    assert.equal(r.size, ODD_TEXTS.length + CORPUS.length, 'an unknown id deletes nothing');
+  });
+
+  test('BGEM3ColbertReranker: bad documents, queries and topN; odd strings give finite scores', async () => {
+    const reranker = new BGEM3ColbertReranker({ encoder });
+    for (const topN of BAD_COUNT) {
+      assert.throws(() => new BGEM3ColbertReranker({ encoder, topN: topN as number }), m3('INVALID_ARGUMENT', /topN must be a positive integer/), String(topN));
+      await assert.rejects(reranker.rerank(['a'], 'q', { topN: topN as number }), m3('INVALID_ARGUMENT', /topN/), String(topN));
+    }
+    await assert.rejects(reranker.rerank(null as never, 'q'), typeError(/documents must be an array/));
+    await assert.rejects(reranker.rerank([null as never], 'q'), typeError(/documents\[0\] must be a Document or a string/));
+    for (const [what, bad] of NOT_TEXT) await assert.rejects(reranker.compressDocuments([new Document({ pageContent: 'x' })], bad as string), typeError(/query must be a string/), what);
+    const docs = ODD_TEXTS.map(([, t]) => t);
+    for (const [what, q] of ODD_TEXTS) {
+      const ranked = await reranker.rerank(docs, q);
+      assert.equal(ranked.length, docs.length, what);
+      assert.ok(ranked.every((x) => Number.isFinite(x.relevanceScore)), `${what}: finite scores`);
+    }
+    const top = await reranker.compressDocuments(docs.map((pageContent) => new Document({ pageContent })), ODD.nul);
+    assert.equal(top.length, 3);
+  });
+
+  test('BGEM3EnsembleRetriever: NaN/negative/infinite (rerank) weights, bad c/fetchK/k are INVALID_ARGUMENT; odd queries are answered', async () => {
+    const ensemble = await BGEM3EnsembleRetriever.fromDocuments(
+      CORPUS.map((pageContent, i) => new Document({ id: `c${i}`, pageContent })),
+      { encoder, k: 3 },
+    );
+    const base = { denseRetriever: ensemble.denseRetriever, sparseRetriever: ensemble.sparseRetriever };
+    const invalid: Record<string, unknown>[] = [
+      { weights: [Number.NaN, 1] },
+      { weights: [-1, 1] },
+      { weights: [Number.POSITIVE_INFINITY, 1] },
+      { weights: ['1', 1] },
+      { rerankWeights: [Number.NaN, 1, 1] },
+      { rerankWeights: [1, -0.5, 1] },
+      { rerankWeights: [1, 1, Number.POSITIVE_INFINITY] },
+      { rerankWeights: [1, 1] },
+      { c: Number.NaN },
+      { c: Number.POSITIVE_INFINITY },
+      ...BAD_COUNT.map((k) => ({ k })),
+      ...BAD_COUNT.map((fetchK) => ({ fetchK })),
+    ];
+    for (const o of invalid) assert.throws(() => new BGEM3EnsembleRetriever({ ...base, ...o } as never), m3('INVALID_ARGUMENT'), JSON.stringify(o));
+    for (const [what, bad] of NOT_TEXT) await assert.rejects(ensemble.invoke(bad as string), typeError(/query must be a string/), what);
+    for (const [what, q] of ODD_TEXTS) {
+      const hits = await ensemble.invoke(q);
+      assert.ok(hits.length <= 3, what);
+      if (q.trim() === '') assert.deepEqual(hits, [], `${what}: a blank query returns []`);
+      else assert.ok(hits.length > 0 && hits.every((d) => Number.isFinite(d.metadata.score ?? d.metadata.rerankScore ?? d.metadata.denseScore)), `${what}: scored hits`);
+    }
+  });
+});
+
+describe('LlamaIndex', () => {
+  const invalidArg = m3('INVALID_ARGUMENT');
+  const corpusNodes = () => CORPUS.map((text, i) => new TextNode({ id_: `c${i}`, text }));
+  const oddNodes = () => ODD_TEXTS.map(([id_, text]) => new TextNode({ id_, text }));
+
+  test('BGEM3Embedding: non-text is a TypeError naming the entry; odd strings give finite unit vectors', async () => {
+    const emb = new li.BGEM3Embedding({ encoder });
+    for (const [what, bad] of NOT_TEXT) {
+      await assert.rejects(emb.getTextEmbeddings(['ok', bad as string]), typeError(/texts\[1\] must be a string/), what);
+      await assert.rejects(emb.getTextEmbedding(bad as string), typeError(/texts\[0\] must be a string/), what);
+    }
+    const vectors = await emb.getTextEmbeddings(ODD_TEXTS.map(([, t]) => t));
+    vectors.forEach((v, i) => assert.ok(finiteUnit(v, 32), ODD_TEXTS[i][0]));
+    for (const embedBatchSize of BAD_COUNT) assert.throws(() => new li.BGEM3Embedding({ encoder, embedBatchSize: embedBatchSize as number }), invalidArg, String(embedBatchSize));
+  });
+
+  test('BGEM3SparseRetriever: bad queries, topK and nodes; odd-text nodes are indexed and searchable', async () => {
+    for (const topK of BAD_COUNT) assert.throws(() => new li.BGEM3SparseRetriever({ encoder, topK: topK as number }), invalidArg, String(topK));
+    const r = await li.BGEM3SparseRetriever.fromNodes([...oddNodes(), ...corpusNodes()], { encoder, topK: 50 });
+    for (const bad of [null, 42, {}, { query: 42 }, []]) await assert.rejects(r.retrieve(bad as never), invalidArg, JSON.stringify(bad));
+    await assert.rejects(r.addNodes(null as never), invalidArg);
+    await assert.rejects(r.addNodes([null as never]), m3('INVALID_ARGUMENT', /nodes\[0\] is not a LlamaIndex node/));
+    await assert.rejects(r.addNodes([{ id_: 'x' } as never]), m3('INVALID_ARGUMENT', /nodes\[0\]/));
+    assert.equal(r.size, ODD_TEXTS.length + CORPUS.length);
+    for (const [id, t] of ODD_TEXTS) {
+      const hits = await r.retrieve(t);
+      if (t.trim() === '') {
+        assert.deepEqual(hits, [], `${id}: a blank query shares no token`);
+        continue;
+      }
+      assert.ok(hits.every((h) => Number.isFinite(h.score) && (h.score as number) > 0), `${id}: positive finite scores`);
+      assert.ok(hits.some((h) => h.node.id_ === id), `${id}: the node with the same text is found`);
+    }
+    assert.equal(await r.deleteNodes(['never-added']), 0);
+    assert.equal(await r.deleteNodes([]), 0);
+    await assert.rejects(r.deleteNodes(undefined as never), TypeError, 'deleteNodes(undefined) rejects (a TypeError), the retriever keeps working');
+    assert.equal((await r.retrieve(CORPUS[1])).length > 0, true);
+  });
+
+  test('BGEM3ColbertReranker: bad topN and nodes; odd-text nodes get finite scores in [0, 1]', async () => {
+    for (const topN of BAD_COUNT) assert.throws(() => new li.BGEM3ColbertReranker({ encoder, topN: topN as number }), invalidArg, String(topN));
+    const reranker = new li.BGEM3ColbertReranker({ encoder, topN: 100 });
+    await assert.rejects(reranker.postprocessNodes([{ node: null } as never], 'q'), m3('INVALID_ARGUMENT', /nodes\[0\] is not a NodeWithScore/));
+    for (const bad of [42, {}, []]) await assert.rejects(reranker.postprocessNodes([{ node: corpusNodes()[0] }], bad as never), invalidArg, JSON.stringify(bad));
+    const nodes = [...oddNodes(), ...corpusNodes()].map((node) => ({ node, score: 0 }));
+    for (const [what, q] of ODD_TEXTS) {
+      const out = await reranker.postprocessNodes(nodes, q);
+      assert.equal(out.length, nodes.length, what);
+      // (1 + MaxSim) / 2; a text against itself gives MaxSim 1 + ~3e-9 from float32 rounding.
+      assert.ok(out.every((n) => Number.isFinite(n.score) && (n.score as number) >= 0 && (n.score as number) <= 1 + 1e-6), `${what}: unit-scale scores`);
+    }
+  });
+
+  test('BGEM3EnsembleRetriever: NaN/negative/infinite weights, bad rrfK/topK are INVALID_ARGUMENT; odd queries are answered', async () => {
+    const sparse = await li.BGEM3SparseRetriever.fromNodes(corpusNodes(), { encoder, topK: 5 });
+    const ok = { encoder, retrievers: [sparse] };
+    const invalid: Record<string, unknown>[] = [
+      { retrieverWeights: [Number.NaN] },
+      { retrieverWeights: [Number.POSITIVE_INFINITY] },
+      { retrieverWeights: [-1] },
+      { weights: [Number.NaN, 1, 1] },
+      { weights: [1, -1, 1] },
+      { weights: [1, 1, Number.POSITIVE_INFINITY] },
+      { rrfK: Number.NaN },
+      { rrfK: Number.POSITIVE_INFINITY },
+      ...BAD_COUNT.map((topK) => ({ topK })),
+    ];
+    for (const o of invalid) assert.throws(() => new li.BGEM3EnsembleRetriever({ ...ok, ...o } as never), invalidArg, JSON.stringify(o));
+    const e = new li.BGEM3EnsembleRetriever({ ...ok, topK: 3 });
+    for (const bad of [null, 42, {}]) await assert.rejects(e.retrieve(bad as never), invalidArg, JSON.stringify(bad));
+    for (const [what, q] of ODD_TEXTS) {
+      const hits = await e.retrieve(q);
+      assert.ok(hits.length <= 3, what);
+      assert.ok(hits.every((h) => Number.isFinite(h.score)), `${what}: finite scores`);
+    }
+  });
+});
