@@ -1,0 +1,26 @@
+/**
+ * @bgem3/pgvector: BGE-M3 hybrid retrieval stored in PostgreSQL with pgvector — on any server
+ * with pgvector ≥ 0.7 through `pg`, or embedded with PGlite. {@link PgM3Store} has the API of
+ * core's embedded `M3Index`; the database is reached through a two-method {@link SqlClient}.
+ */
+export {
+  PgM3Store,
+  type PgM3StoreOptions,
+  type PgM3SearchOptions,
+  type PgM3SingleModeOptions,
+} from './store.js';
+export {
+  pgClient,
+  pgliteClient,
+  isConnectionError,
+  type SqlClient,
+  type SqlQueryable,
+  type SqlRow,
+  type PgPoolLike,
+  type PgClientLike,
+  type PGliteLike,
+} from './sql-client.js';
+export { openPglite, type OpenPgliteOptions, type OpenedPglite } from './pglite.js';
+export { SCHEMA_VERSION, MIN_PGVECTOR, type DenseType, type HnswParams, type StoreMeta } from './schema.js';
+export { HNSW_SPARSE_MAX_NNZ, SPARSEVEC_MAX_NNZ, projectSparse, type PgColbertPrecision } from './codec.js';
+export { parseTableName, type TableName } from './identifiers.js';
