@@ -72,14 +72,20 @@ export function pgClient(db: PgPoolLike | PgClientLike): SqlClient {
       async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
         const conn: PoolClient = await db.connect();
         let broken: Error | undefined;
+        // The pool stops listening for 'error' on a checked-out connection: without a listener of
+        // our own, a socket dropped mid-transaction would be an uncaught exception. The failing
+        // statement rejects anyway; the listener only marks the connection as unusable.
+        const onError = (err: Error) => (broken ??= err);
+        conn.on('error', onError);
         try {
           return await runTransaction(pgQueryable(conn), fn);
         } catch (err) {
           // A connection-level failure: destroy the connection instead of returning it to the pool.
-          if (isConnectionError(err)) broken = err as Error;
+          if (isConnectionError(err)) broken ??= err as Error;
           throw err;
         } finally {
-          conn.release(broken ?? undefined);
+          conn.off('error', onError);
+          conn.release(broken);
         }
       },
     };

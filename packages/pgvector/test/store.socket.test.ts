@@ -1,0 +1,114 @@
+/**
+ * PgM3Store through a real network socket, exactly as against a remote server: PGlite served
+ * over the PostgreSQL wire protocol on 127.0.0.1 (`PGLiteSocketServer`), reached with `pg`.
+ * Agreement with M3Index, concurrency, writes, a single pg.Client, and recovery after the
+ * server restarts on the same port.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { M3Index, type M3Encoder } from '@bgem3/core';
+import type { PGlite } from '@electric-sql/pglite';
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import pg from 'pg';
+import { PgM3Store, isConnectionError, pgClient, type OpenedPglite } from '../src/index.js';
+import { CORPUS, QUERIES, assertSameResults, loadEncoder, sharedPglite } from './helpers.js';
+
+let encoder: M3Encoder;
+let local: OpenedPglite;
+let server: PGLiteSocketServer;
+let port: number;
+let pool: pg.Pool;
+let store: PgM3Store;
+let index: M3Index;
+
+async function startServer(onPort = 0): Promise<number> {
+  server = new PGLiteSocketServer({ db: local.db as unknown as PGlite, host: '127.0.0.1', port: onPort, maxConnections: 8 });
+  await server.start();
+  return Number(server.getServerConn().split(':').pop());
+}
+
+before(async () => {
+  [encoder, local] = await Promise.all([loadEncoder(), sharedPglite()]);
+  port = await startServer();
+  pool = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', max: 4, connectionTimeoutMillis: 5000 });
+  store = await PgM3Store.connect({ client: pgClient(pool), encoder, table: 'net_docs', denseType: 'vector' });
+  index = await M3Index.create({ encoder });
+  await Promise.all([store.add(CORPUS), index.add(CORPUS)]);
+});
+
+after(async () => {
+  await pool.end();
+  await server.stop();
+  await local.close();
+});
+
+describe('over the wire protocol with pg', () => {
+  it('search, searchDense and searchSparse agree with M3Index', async () => {
+    assert.ok(pool.totalCount > 0, 'the pool holds socket connections');
+    for (const q of QUERIES) {
+      assertSameResults(await store.search(q, { k: 8, fetchK: 100 }), await index.search(q, { k: 8, fetchK: 100 }), 1e-5, q);
+      assert.deepEqual((await store.searchDense(q, { k: 5 })).map((h) => h.id), (await index.searchDense(q, { k: 5 })).map((h) => h.id), q);
+      assert.deepEqual((await store.searchSparse(q, { k: 5 })).map((h) => h.id), (await index.searchSparse(q, { k: 5 })).map((h) => h.id), q);
+    }
+  });
+
+  it('rows written over the network are the rows the in-process client reads', async () => {
+    const viaSocket = await store.get('ja-tokyo');
+    const inProcess = await PgM3Store.connect({ client: local.client, table: 'net_docs' });
+    assert.deepEqual(await inProcess.get('ja-tokyo'), viaSocket);
+    assert.deepEqual(await inProcess.search((await encoder.encode([QUERIES[2]], { dense: true, sparse: true, colbert: true }))[0], { k: 4 }), await store.search(QUERIES[2], { k: 4 }));
+  });
+
+  it('concurrent searches and writes on the pool', async () => {
+    const sequential = [];
+    for (const q of QUERIES) sequential.push(await store.search(q, { k: 5 }));
+    const extra = [{ id: 'extra-1', text: 'An extra document written while others search.' }];
+    const [parallel] = await Promise.all([Promise.all(QUERIES.map((q) => store.search(q, { k: 5, where: { lang: 'en' } }))), store.add(extra)]);
+    const filtered = await Promise.all(QUERIES.map((q) => index.search(q, { k: 5, filter: (m) => m.lang === 'en' })));
+    parallel.forEach((r, i) => assertSameResults(r, filtered[i], 1e-5, QUERIES[i]));
+    assert.equal(await store.count(), CORPUS.length + 1);
+    assert.equal(await store.delete('extra-1'), 1);
+    for (const [i, q] of QUERIES.entries()) assertSameResults(await store.search(q, { k: 5 }), sequential[i], 0, q);
+  });
+
+  it('upsert and delete over the network', async () => {
+    const doc = { id: 'en-rust', text: 'Rust and PostgreSQL: a replaced document.', metadata: { lang: 'en', v: 2 } };
+    await Promise.all([store.add([doc]), index.add([doc])]);
+    assert.deepEqual(await store.get('en-rust'), doc);
+    assert.equal(await store.delete(['ru-tea', 'missing']), 1);
+    await index.delete(['ru-tea']);
+    for (const q of [...QUERIES, doc.text]) assertSameResults(await store.search(q, { k: 6 }), await index.search(q, { k: 6 }), 1e-5, q);
+  });
+
+  it('a single pg.Client: statements and transactions are serialised on its one connection', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    try {
+      const single = await PgM3Store.connect({ client: pgClient(client), encoder, table: 'net_single', colbertPrecision: 'int8' });
+      const ref = await M3Index.create({ encoder, colbertPrecision: 'int8' });
+      await Promise.all([single.add(CORPUS.slice(0, 12)), ref.add(CORPUS.slice(0, 12)), single.search(QUERIES[0])]);
+      const results = await Promise.all(QUERIES.map((q) => single.search(q, { k: 4 })));
+      for (const [i, q] of QUERIES.entries()) {
+        assert.deepEqual(results[i].map((h) => h.id), (await ref.search(q, { k: 4 })).map((h) => h.id), q);
+      }
+      await single.drop();
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('the pool recovers on the next query after the server restarts on the same port (data kept)', async () => {
+    const before = await store.search(QUERIES[0], { k: 5 });
+    await server.stop();
+    await assert.rejects(store.search(QUERIES[0], { k: 5 }), (err) => {
+      assert.ok(isConnectionError(err), `a connection error, got ${String(err)}`);
+      return true;
+    });
+    assert.equal(await startServer(port), port);
+    // No reconnect call: stale pooled connections are replaced (or retried) on the next query.
+    assert.deepEqual(await store.search(QUERIES[0], { k: 5 }), before);
+    assert.equal(await store.count(), CORPUS.length - 1);
+    await store.add([{ id: 'after-restart', text: 'Written after the restart.' }]);
+    assert.equal((await store.get('after-restart'))?.text, 'Written after the restart.');
+  });
+});
