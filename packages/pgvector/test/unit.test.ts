@@ -1,0 +1,146 @@
+/** Parts that need no database: version and extension checks on a scripted client, identifiers, codecs, error classes. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ColbertStore, M3Error, maxSimPacked, maxSimStored, type TextEncoder3 } from '@bgem3/core';
+import { PgM3Store, isConnectionError, parseTableName, projectSparse, type SqlClient, type SqlRow } from '../src/index.js';
+import { ColbertCodec, formatDense, formatSparse } from '../src/codec.js';
+import { versionAtLeast } from '../src/schema.js';
+import { rng, unitVector } from './helpers.js';
+
+const encoder: TextEncoder3 = { modelId: 'm', dim: 4, vocabSize: 10, encode: async () => [] };
+
+/** A client answering the extension queries from a script, recording statements. */
+function scripted(version: string | undefined, createFails = false): SqlClient & { log: string[] } {
+  const log: string[] = [];
+  const client = {
+    log,
+    async query<R extends SqlRow>(text: string): Promise<R[]> {
+      log.push(text);
+      if (text.includes('FROM pg_extension')) return (version === undefined ? [] : [{ v: version }]) as unknown as R[];
+      if (text.startsWith('CREATE EXTENSION')) {
+        if (createFails) throw Object.assign(new Error('permission denied to create extension "vector"'), { code: '42501' });
+        version = '0.8.0';
+        return [];
+      }
+      throw new Error(`unexpected statement: ${text}`);
+    },
+    transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
+      return fn(client);
+    },
+  };
+  return client;
+}
+
+describe('pgvector availability', () => {
+  it('pgvector older than 0.7 is refused: sparsevec needs 0.7', async () => {
+    await assert.rejects(PgM3Store.connect({ client: scripted('0.6.2'), encoder }), (e: M3Error) => {
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.match(e.message, /pgvector 0\.6\.2 is installed/);
+      assert.match(e.message, /sparsevec.*0\.7\.0/);
+      return true;
+    });
+  });
+
+  it('a missing extension is created; a refused CREATE EXTENSION says how to enable it', async () => {
+    const ok = scripted(undefined);
+    await assert.rejects(PgM3Store.connect({ client: ok, encoder }), /unexpected statement/); // got past the extension
+    assert.ok(ok.log.some((s) => s.startsWith('CREATE EXTENSION IF NOT EXISTS vector')), 'CREATE EXTENSION issued');
+    await assert.rejects(PgM3Store.connect({ client: scripted(undefined, true), encoder }), (e: M3Error) => {
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.match(e.message, /permission denied/);
+      assert.match(e.message, /CREATE EXTENSION vector/);
+      assert.match(e.message, /rds_superuser/);
+      return true;
+    });
+    await assert.rejects(PgM3Store.connect({ client: scripted(undefined), encoder, createSchema: false }), /not enabled/);
+  });
+
+  it('version comparison', () => {
+    assert.ok(versionAtLeast('0.7.0', '0.7.0'), '0.7.0 ≥ 0.7.0');
+    assert.ok(versionAtLeast('0.10.1', '0.7.0'), '0.10.1 ≥ 0.7.0');
+    assert.ok(versionAtLeast('1.0', '0.8.0'), '1.0 ≥ 0.8.0');
+    assert.ok(!versionAtLeast('0.6.2', '0.7.0'), '0.6.2 < 0.7.0');
+  });
+
+  it('options are checked before the database is touched', async () => {
+    const client = scripted('0.8.0');
+    for (const [options, re] of [
+      [{ table: 'a b' }, /table name/],
+      [{ colbertPrecision: 'fp8' }, /colbertPrecision/],
+      [{ denseType: 'bit' }, /denseType/],
+      [{ sparseIndexNnz: 1001 }, /sparseIndexNnz/],
+      [{ hnsw: { m: 16, efConstruction: 16 } }, /efConstruction/],
+      [{ dim: 8 }, /disagree with the encoder/],
+    ] as const) {
+      await assert.rejects(PgM3Store.connect({ client, encoder, ...(options as object) }), re);
+    }
+    assert.deepEqual(client.log, []);
+  });
+});
+
+describe('identifiers', () => {
+  it('accepts table and schema.table; refuses anything that would need quoting tricks', () => {
+    assert.deepEqual(parseTableName('docs'), { name: 'docs' });
+    assert.deepEqual(parseTableName('rag.Docs_2'), { schema: 'rag', name: 'Docs_2' });
+    for (const bad of ['', 'a-b', 'a"b', 'a;b', 'a.b.c', '.a', 'a.', '9a', 'ä', 'x'.repeat(52)]) {
+      assert.throws(() => parseTableName(bad), (e: M3Error) => e.code === 'INVALID_ARGUMENT', bad);
+    }
+  });
+});
+
+describe('codecs', () => {
+  it('projectSparse keeps the largest weights (ties: lower id), ids ascending', () => {
+    const s = { indices: Uint32Array.from([1, 3, 5, 7, 9]), values: Float32Array.from([0.5, 0.1, 0.5, 0.9, 0.2]) };
+    assert.equal(projectSparse(s, 5), s);
+    assert.deepEqual(projectSparse(s, 3), { indices: Uint32Array.from([1, 5, 7]), values: Float32Array.from([0.5, 0.5, 0.9]) });
+    assert.deepEqual(projectSparse(s, 2), { indices: Uint32Array.from([1, 7]), values: Float32Array.from([0.5, 0.9]) });
+  });
+
+  it('vector literals: 1-based sparse indices, zeros left out, float32 round trip', () => {
+    assert.equal(formatSparse({ indices: Uint32Array.from([0, 4, 6]), values: Float32Array.from([0.25, 0, 1]) }, 10), '{1:0.250000000,7:1.00000000}/10');
+    const v = unitVector(64, rng(3));
+    const parsed = Float32Array.from(formatDense(v).slice(1, -1).split(','), Number);
+    assert.deepEqual(parsed, v);
+  });
+
+  for (const precision of ['fp32', 'fp16', 'int8'] as const) {
+    it(`ColBERT ${precision} bytes pack into the same MaxSim as core's ColbertStore`, async () => {
+      const rand = rng(11);
+      const dim = 16;
+      const docs = [5, 0, 3].map((count) => {
+        const data = new Float32Array(count * dim);
+        for (let i = 0; i < count; i++) data.set(unitVector(dim, rand), i * dim);
+        return { data, count, dim };
+      });
+      const query = { data: new Float32Array(2 * dim), count: 2, dim };
+      query.data.set(unitVector(dim, rand), 0);
+      query.data.set(unitVector(dim, rand), dim);
+      const codec = new ColbertCodec(precision, dim);
+      const bytes = docs.map((d) => codec.encode(d));
+      assert.deepEqual(bytes.map((b) => codec.count(b)), [5, 0, 3]);
+      const store = new ColbertStore({ dim, precision });
+      docs.forEach((d, i) => store.upsert(`d${i}`, d));
+      const want = await maxSimStored(query, store, ['d0', 'd1', 'd2']);
+      assert.deepEqual(await maxSimPacked(query, codec.pack(bytes)), want);
+      assert.throws(() => codec.count(new Uint8Array(7)), (e: M3Error) => e.code === 'INDEX_INVALID');
+    });
+  }
+});
+
+describe('isConnectionError', () => {
+  it('tells connection failures from statement failures', () => {
+    for (const e of [
+      Object.assign(new Error('x'), { code: 'ECONNREFUSED' }),
+      Object.assign(new Error('x'), { code: 'ECONNRESET' }),
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+      Object.assign(new Error('x'), { code: '08006' }),
+      new Error('Connection terminated unexpectedly'),
+      new AggregateError([Object.assign(new Error('a'), { code: 'ECONNREFUSED' }), Object.assign(new Error('b'), { code: 'ECONNREFUSED' })]),
+    ]) {
+      assert.equal(isConnectionError(e), true, String(e));
+    }
+    for (const e of [Object.assign(new Error('syntax error'), { code: '42601' }), Object.assign(new Error('dup'), { code: '23505' }), new Error('other'), null, 'x']) {
+      assert.equal(isConnectionError(e), false, String(e));
+    }
+  });
+});
