@@ -255,37 +255,32 @@ describe('bgem3 CLI', () => {
     const M = ['--model', FIXTURE];
     const cases: [string[], string, RegExp][] = [
       [['encode', ...M], '[1, 2]\n', /stdin line 1: expected a JSON object/],
-      [['encode', ...M], '{"text":"a"}\nnull\n', /stdin line 2: expected a JSON object/],
       [['encode', ...M], '{"text":"a"}\n{"text": null}\n', /stdin line 2: "text" must be a string/],
-      [['encode', ...M], '{"text": {"nested": "x"}}\n', /line 1: "text" must be a string/],
       [['encode', ...M], '{}\n', /line 1: "text" must be a string/],
       [['encode', ...M, '--input', bad3], '', /bad3\.jsonl line 3: invalid JSON/],
       [['encode', ...M, '--input', join(dir, 'missing.jsonl')], '', /cannot read .*missing\.jsonl: no such file/],
       [['encode', ...M, '--outputs', 'dense,bogus'], '{"text":"a"}\n', /--outputs: unknown output "bogus"/],
       [['encode', ...M, '--batch-size', '0'], '', /--batch-size must be a positive integer/],
-      [['encode', ...M, '--threads', '1.5'], '', /--threads must be a positive integer/],
       [['encode', ...M, '--dtype', 'fp8'], '', /fp8/],
       [['encode', ...M, '--bogus-flag'], '', /unknown option '--bogus-flag'/],
       [['frobnicate'], '', /unknown command 'frobnicate'/],
       [['score', ...M, '--weights', '0,0,0'], '', /three non-negative numbers/],
       [['score', ...M, '--weights', 'NaN,1,1'], '', /three non-negative numbers/],
-      [['score', ...M, '--weights', '1,1'], '', /three non-negative numbers/],
       [['score', ...M, '--max-query-length=-3'], '', /--max-query-length must be a positive integer/],
       [['score', ...M], '{"query": 1, "passage": "p"}\n', /line 1: "query" must be a string/],
-      [['index', ...M, '--input', bad3, '--out', join(dir, 'o1')], '', /bad3\.jsonl line 3: invalid JSON/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o2')], '{"id": {}, "text": "x"}\n', /line 1: "id" must be a string or a number/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o3')], '{"text": "x", "metadata": [1]}\n', /line 1: "metadata" must be an object/],
       [['index', ...M, '--input', docs, '--out', join(dir, 'o4'), '--colbert-precision', 'fp8'], '', /--colbert-precision must be fp32, fp16 or int8/],
       [['search', '--index', built, '--query', 'q', '--k', '0'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k=-1'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k', '1.5'], '', /--k must be a positive integer/],
-      [['search', '--index', built, '--query', 'q', '--k', 'ten'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--fetch-k', '0'], '', /--fetch-k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--weights=-1,1,1'], '', /three non-negative numbers/],
       [['search', '--index', built], '', /required option '-q, --query <text>' not specified/],
       [['search', '--index', notIndex, '--query', 'q', ...M], '', /not an M3Index directory/],
       [['search', '--index', brokenIndex, '--query', 'q', ...M], '', /CURRENT: invalid generation/],
     ];
+    // One case per kind of error (each run is a process; most also load the model).
     const runs = await pool(cases.map(([args, input]) => () => runCli(args, input)));
     runs.forEach((r, i) => assertOneLineError(r, cases[i][2], cases[i][0].join(' ')));
   });
