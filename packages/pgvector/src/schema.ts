@@ -149,10 +149,9 @@ export async function readMeta(db: SqlQueryable, table: TableName): Promise<Stor
  * advisory lock (two processes starting at once create it once). Returns the meta as stored,
  * which is another process's when it won the race.
  */
-export async function createSchema(client: SqlClient, table: TableName, meta: StoreMeta, hnsw: Required<HnswParams>): Promise<StoreMeta> {
+export async function createSchema(client: SqlClient, table: TableName, meta: StoreMeta, hnsw: Required<HnswParams>, withIndexes: boolean): Promise<StoreMeta> {
   const docs = qualified(table);
   const metaTable = qualified(table, '_meta');
-  const ops = meta.denseType === 'halfvec' ? 'halfvec_ip_ops' : 'vector_ip_ops';
   // Every interpolated value is a validated integer or a fixed keyword; identifiers are quoted.
   const ddl = [
     `CREATE TABLE IF NOT EXISTS ${metaTable} (
@@ -177,8 +176,7 @@ export async function createSchema(client: SqlClient, table: TableName, meta: St
     )`,
     // ColBERT bytes are float data: compression costs CPU on every write and read for ~nothing.
     `ALTER TABLE ${docs} ALTER COLUMN colbert SET STORAGE EXTERNAL`,
-    `CREATE INDEX IF NOT EXISTS ${derived(table, '_dense_hnsw')} ON ${docs} USING hnsw (dense ${ops}) WITH (m = ${hnsw.m}, ef_construction = ${hnsw.efConstruction})`,
-    `CREATE INDEX IF NOT EXISTS ${derived(table, '_sparse_hnsw')} ON ${docs} USING hnsw (sparse sparsevec_ip_ops) WITH (m = ${hnsw.m}, ef_construction = ${hnsw.efConstruction})`,
+    ...(withIndexes ? indexStatements(table, meta.denseType, hnsw) : []),
   ];
   await client.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`bgem3-pgvector:${docs}`]);
@@ -193,6 +191,26 @@ export async function createSchema(client: SqlClient, table: TableName, meta: St
   const stored = await readMeta(client, table);
   if (!stored) throw new M3Error('INDEX_INVALID', `${metaTable} vanished right after it was created`);
   return stored;
+}
+
+/**
+ * The two HNSW indexes: inner product on the dense column, and on the sparse projection.
+ * (`IF NOT EXISTS`: also used to build them after a bulk load.)
+ */
+export function indexStatements(table: TableName, denseType: DenseType, hnsw: Required<HnswParams>): string[] {
+  const docs = qualified(table);
+  const ops = denseType === 'halfvec' ? 'halfvec_ip_ops' : 'vector_ip_ops';
+  const params = `WITH (m = ${hnsw.m}, ef_construction = ${hnsw.efConstruction})`;
+  return [
+    `CREATE INDEX IF NOT EXISTS ${derived(table, '_dense_hnsw')} ON ${docs} USING hnsw (dense ${ops}) ${params}`,
+    `CREATE INDEX IF NOT EXISTS ${derived(table, '_sparse_hnsw')} ON ${docs} USING hnsw (sparse sparsevec_ip_ops) ${params}`,
+  ];
+}
+
+/** True when the server is PGlite (PostgreSQL compiled to WebAssembly). */
+export async function isPglite(db: SqlQueryable): Promise<boolean> {
+  const rows = await db.query<{ v: string }>('SELECT version() AS v');
+  return /PGlite|wasm32/i.test(rows[0]?.v ?? '');
 }
 
 /** Human-readable differences between a stored meta row and what the caller asked for. */

@@ -38,7 +38,7 @@ import {
 import { ColbertCodec, HNSW_SPARSE_MAX_NNZ, decodeSparsevecSend, decodeVectorSend, formatDense, formatSparse, type PgColbertPrecision } from './codec.js';
 import { checkDocument, checkEncoding, checkSparse, rowBytes, toRow, type EncodingShape, type RowValues } from './documents.js';
 import { parseTableName, qualified, type TableName } from './identifiers.js';
-import { SCHEMA_VERSION, createSchema, ensurePgvector, metaDifferences, readMeta, versionAtLeast, type DenseType, type HnswParams, type StoreMeta } from './schema.js';
+import { SCHEMA_VERSION, createSchema, ensurePgvector, indexStatements, isPglite, metaDifferences, readMeta, versionAtLeast, type DenseType, type HnswParams, type StoreMeta } from './schema.js';
 import { isConnectionError, type SqlClient, type SqlQueryable, type SqlRow } from './sql-client.js';
 
 /** Options of {@link PgM3Store.connect}. */
@@ -64,7 +64,11 @@ export interface PgM3StoreOptions {
    * When opening an existing store, a given value must match it.
    */
   colbertPrecision?: PgColbertPrecision;
-  /** Dense column type of a new store (default `'halfvec'`: half the size, score error ~1e-5). */
+  /**
+   * Dense column type of a new store. Default `'halfvec'` (half the size, score error ~1e-5)
+   * on a PostgreSQL server, `'vector'` on PGlite: its WebAssembly build converts each half float
+   * in software, which made HNSW builds ~7× slower there (measured; see the README).
+   */
   denseType?: DenseType;
   /** Non-zeros of the HNSW-indexed sparse projection (default and maximum 1,000, pgvector's limit). */
   sparseIndexNnz?: number;
@@ -72,6 +76,13 @@ export interface PgM3StoreOptions {
   hnsw?: HnswParams;
   /** Create the extension, tables and indexes when missing (default true). */
   createSchema?: boolean;
+  /**
+   * Create a new store's two HNSW indexes right away (default true). `false` is for a bulk load:
+   * insert first, then {@link PgM3Store.createIndexes} once (an HNSW build over loaded rows is
+   * much faster than growing the graph row by row). Searches work without the indexes (exact,
+   * sequential scans).
+   */
+  createIndexes?: boolean;
   /** Max tokens per text passed to the encoder (default: the encoder's own). */
   maxLength?: number;
   /** Documents per encoder call in {@link PgM3Store.add} (default 32). */
@@ -243,6 +254,7 @@ export class PgM3Store {
   private readonly retries: number;
   private readonly threads: { intraOpNumThreads?: number };
   private readonly iterative: boolean;
+  private readonly hnsw: Required<HnswParams>;
 
   private constructor(client: SqlClient, table: string, tableName: TableName, meta: StoreMeta, version: string, options: PgM3StoreOptions) {
     this.client = client;
@@ -267,6 +279,7 @@ export class PgM3Store {
     this.threads = options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {};
     // Iterative index scans (keep scanning until enough rows pass a filter) arrived in 0.8.0.
     this.iterative = versionAtLeast(version, '0.8.0');
+    this.hnsw = { m: options.hnsw?.m ?? 16, efConstruction: options.hnsw?.efConstruction ?? 64 };
   }
 
   /**
@@ -330,7 +343,7 @@ export class PgM3Store {
         if (wanted.modelId === undefined || wanted.dim === undefined || wanted.vocabSize === undefined) {
           invalid(`table ${qualified(tableName)} does not exist yet: pass an encoder (or modelId, dim and vocabSize) to create it`);
         }
-        const denseType = wanted.denseType ?? 'halfvec';
+        const denseType = wanted.denseType ?? ((await isPglite(client)) ? 'vector' : 'halfvec');
         const maxDim = denseType === 'halfvec' ? 4000 : 2000;
         if (wanted.dim > maxDim) invalid(`pgvector's HNSW indexes ${denseType} of at most ${maxDim} dimensions, got ${wanted.dim}${denseType === 'vector' ? " (use denseType 'halfvec')" : ''}`);
         meta = await createSchema(
@@ -346,6 +359,7 @@ export class PgM3Store {
             sparseIndexNnz: wanted.sparseIndexNnz ?? HNSW_SPARSE_MAX_NNZ,
           },
           { m, efConstruction },
+          options.createIndexes ?? true,
         );
       }
       const diffs = metaDifferences(meta, wanted);
@@ -544,6 +558,23 @@ export class PgM3Store {
       n += Number(rows[0]?.n ?? 0);
     }
     return n;
+  }
+
+  /**
+   * Builds the two HNSW indexes if they are missing (after a bulk load into a store connected
+   * with `createIndexes: false`), with the store's `hnsw` parameters. `maintenanceWorkMem`
+   * (e.g. `'1GB'`) is set for the build only: pgvector builds fast while the graph fits in it
+   * and falls back to a much slower on-disk build when it does not.
+   */
+  async createIndexes(options: { maintenanceWorkMem?: string } = {}): Promise<void> {
+    const mem = options.maintenanceWorkMem;
+    if (mem !== undefined && !/^\d+\s*(kB|MB|GB|TB)$/.test(mem)) invalid(`maintenanceWorkMem must look like '512MB' or '2GB', got ${JSON.stringify(mem)}`);
+    await this.run(() =>
+      this.client.transaction(async (tx) => {
+        if (mem !== undefined) await tx.query(`SELECT set_config('maintenance_work_mem', $1, true)`, [mem]);
+        for (const statement of indexStatements(this.tableName, this.denseType, this.hnsw)) await tx.query(statement);
+      }),
+    );
   }
 
   /** Removes every document (the tables and indexes stay). */

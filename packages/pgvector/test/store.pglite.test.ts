@@ -103,8 +103,9 @@ describe('agreement with the embedded M3Index', () => {
 });
 
 describe('precisions', () => {
-  it('default halfvec dense: same ids as M3Index, scores within fp16 rounding', async () => {
-    const store = await fresh();
+  it('halfvec dense: same ids as M3Index, scores within fp16 rounding', async () => {
+    assert.equal((await fresh()).denseType, 'vector', "PGlite's default: halfvec is slow in WebAssembly");
+    const store = await fresh({ denseType: 'halfvec' });
     assert.equal(store.denseType, 'halfvec');
     const index = await M3Index.create({ encoder });
     await Promise.all([store.add(CORPUS), index.add(CORPUS)]);
@@ -287,7 +288,7 @@ describe('more than 1,000 distinct tokens', () => {
 describe('schema and meta', () => {
   it('creates tables, HNSW indexes and a meta row; reopening checks them', async () => {
     const table = `t_${++tables}`;
-    const store = await PgM3Store.connect({ client: pg.client, encoder, table, hnsw: { m: 8, efConstruction: 32 } });
+    const store = await PgM3Store.connect({ client: pg.client, encoder, table, hnsw: { m: 8, efConstruction: 32 }, denseType: 'halfvec' });
     assert.equal(store.pgvectorVersion, '0.8.7');
     const idx = await pg.client.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname`, [table]);
     const defs = idx.map((r) => r.indexdef).join('\n');
@@ -297,7 +298,7 @@ describe('schema and meta', () => {
     assert.deepEqual(meta, { schema_version: 1, model_id: encoder.modelId, dim: 32, vocab_size: 3002, colbert_precision: 'fp16', dense_type: 'halfvec', sparse_index_nnz: 1000 });
 
     // Reopen without encoder: the identity comes from the meta table.
-    const reopened = await PgM3Store.connect({ client: pg.client, table });
+    const reopened = await PgM3Store.connect({ client: pg.client, table, denseType: 'halfvec' });
     assert.deepEqual([reopened.modelId, reopened.dim, reopened.vocabSize, reopened.colbertPrecision, reopened.denseType], [encoder.modelId, 32, 3002, 'fp16', 'halfvec']);
     await assert.rejects(reopened.search('text needs an encoder'), /no encoder/);
 
@@ -337,6 +338,22 @@ describe('schema and meta', () => {
     // A store of the same name in the default schema is another store.
     const other = await PgM3Store.connect({ client: pg.client, encoder, table: 'MyDocs' });
     assert.equal(await other.count(), 0);
+  });
+
+  it('createIndexes: false for a bulk load, then createIndexes() builds them with the store parameters', async () => {
+    const table = `t_${++tables}`;
+    const store = await PgM3Store.connect({ client: pg.client, encoder, table, createIndexes: false, hnsw: { m: 12, efConstruction: 40 } });
+    const count = async () => (await pg.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%hnsw%'`, [table]))[0].n;
+    assert.equal(await count(), 0);
+    await store.add(CORPUS);
+    const exact = await store.search(QUERIES[0], { k: 5 });
+    await assert.rejects(store.createIndexes({ maintenanceWorkMem: '1 gigabyte' }), /maintenanceWorkMem/);
+    await store.createIndexes({ maintenanceWorkMem: '256MB' });
+    await store.createIndexes(); // idempotent
+    assert.equal(await count(), 2);
+    const [def] = await pg.client.query<{ d: string }>(`SELECT indexdef AS d FROM pg_indexes WHERE indexname = $1`, [`${table}_dense_hnsw`]);
+    assert.match(def.d, /vector_ip_ops\) WITH \(m='?12'?, ef_construction='?40'?\)/);
+    assert.deepEqual(await store.search(QUERIES[0], { k: 5 }), exact);
   });
 
   it('connecting twice at once creates the schema once', async () => {
