@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, watch } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -119,33 +119,44 @@ if (childSpec) {
    * whether the kill came before that save finished.
    */
   async function killMidWrite(adapter: Adapter, path: string, delayMs: number): Promise<{ a: string; b: string; midSave: boolean }> {
+    // Watch for the save's temporary file from before the child starts (inotify: no polling
+    // delay, so the kill lands inside the write even where the disk is fast). The child's first
+    // save is B's, so the first temporary file to appear is B's.
+    const tmpPrefix = `.${basename(path)}.`;
+    let killNow: () => void = () => undefined;
+    const tmpSeen = new Promise<void>((res) => (killNow = res));
+    const watcher = watch(dirname(path), (_event, name) => {
+      if (name && String(name).startsWith(tmpPrefix) && String(name).endsWith('.tmp')) killNow();
+    });
     const child = spawn(process.execPath, ['--import', 'tsx', self], {
       cwd: dirname(self),
       env: { ...process.env, BGEM3_REL_SAVE_CHILD: JSON.stringify({ adapter, path }) },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    const exited = new Promise<NodeJS.Signals | null>((res) => child.on('exit', (_c, sig) => res(sig)));
+    // 'close' (not 'exit'): fires once stdout is drained, so the READY line has been read.
+    const exited = new Promise<NodeJS.Signals | null>((res) => child.on('close', (_c, sig) => res(sig)));
     let out = '';
     let fps: { a: string; b: string } | undefined;
-    await new Promise<void>((res, rej) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const ready = /READY (.*)\n/.exec(out);
-        if (ready && !fps) fps = JSON.parse(ready[1]);
-        if (fps && out.includes('SAVING B\n')) res();
-      });
-      child.on('exit', () => rej(new Error(`child exited early: ${out}`)));
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const ready = /READY (.*)\n/.exec(out);
+      if (ready && !fps) fps = JSON.parse(ready[1]);
     });
-    const tmpPrefix = `.${basename(path)}.`;
-    const deadline = Date.now() + 20_000;
-    while (!readdirSync(dirname(path)).some((f) => f.startsWith(tmpPrefix) && f.endsWith('.tmp')) && !out.includes('SAVED B')) {
-      if (Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 2)); // (a gentle poll: the child needs the CPU)
+    try {
+      await Promise.race([
+        tmpSeen,
+        exited.then(() => {
+          throw new Error(`child exited early: ${out}`);
+        }),
+      ]);
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      child.kill('SIGKILL');
+    } finally {
+      watcher.close();
     }
-    await new Promise((r) => setTimeout(r, delayMs));
-    child.kill('SIGKILL');
     assert.equal(await exited, 'SIGKILL');
-    return { ...(fps as { a: string; b: string }), midSave: !out.includes('SAVED B') };
+    assert.ok(fps, `the child reported its fingerprints before saving: ${out}`);
+    return { ...fps, midSave: !out.includes('SAVED B') };
   }
 
   describe('BGEM3SparseRetriever.save under SIGKILL', { concurrency: true }, () => {
