@@ -43,9 +43,9 @@ describe('scripts/soak.ts', () => {
     t.diagnostic(r.stdout.trim().split('\n').join(' | '));
   });
 
-  test('the bound trips: a simulated leak of 512 KB per encode fails the soak with exit 1', async (t) => {
+  test('the bound trips: a simulated leak of 1 MB per encode fails the soak with exit 1', async (t) => {
     const json = join(tempDir('bgem3-rel-soak-'), 'leak.json');
-    const r = await soak(['--n', '200', '--every', '25', '--simulate-leak-kb', '512', '--json', json]);
+    const r = await soak(['--n', '200', '--every', '25', '--simulate-leak-kb', '1024', '--json', json]);
     assert.equal(r.status, 1, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /soak: FAIL \(RSS grew \d+\.\d MB > 32 MB\)/);
     const { summary } = JSON.parse(readFileSync(json, 'utf8'));
