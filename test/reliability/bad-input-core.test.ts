@@ -75,6 +75,7 @@ describe('M3Encoder: every entry point', () => {
       assert.equal(r.colbert!.count, r.tokens - 1, `${what}: one ColBERT row per token after <s>`);
       for (let row = 0; row < r.colbert!.count; row++) assert.ok(isUnit(r.colbert!.data, row * 32, 32), `${what}: ColBERT row ${row}`);
     });
+    assert.deepEqual([out[0].tokens, out[1].tokens], [2, 2], "'' and whitespace (NBSP, U+3000 included) are <s></s>");
     const [lowFixed] = await enc.encode([ODD.loneLow.replace('\uDC00', '\uFFFD')]);
     assert.deepEqual(Array.from(out[4].dense!), Array.from(lowFixed.dense!), 'a lone low surrogate encodes as U+FFFD');
     assert.equal(out[5].truncated, true);
