@@ -2,9 +2,10 @@
  * Conversions between the core's typed arrays and what PostgreSQL stores.
  *
  * Writes use pgvector's text input (`[x,…]`, `{i:v,…}/dim`): it is what every driver can send.
- * Reads use pgvector's binary send functions (`vector_send`, `sparsevec_send`) returned as
- * `bytea`: 4 bytes per float instead of ~12 characters of decimal text to parse, and exact.
- * ColBERT matrices are stored as raw bytes in the core ColbertStore's precisions.
+ * Searches read scores, not vectors (pgvector computes the inner products), so the only vectors
+ * that come back are ColBERT bytes, stored raw in the core ColbertStore's precisions. The
+ * `sparsevec_send` decoder reads stored weights exactly (binary, no decimal parsing) for
+ * inspection.
  */
 import { ColbertStore, M3Error, maxSimPacked, type ColbertMatrix, type ColbertPrecision, type SparseVector } from '@bgem3/core';
 
@@ -69,16 +70,6 @@ function view(bytes: Uint8Array): DataView {
 
 function corrupt(what: string): never {
   throw new M3Error('INDEX_INVALID', `unexpected ${what} from the database`);
-}
-
-/** Decodes `vector_send(v)`: int16 dim, int16 unused, dim big-endian float4. */
-export function decodeVectorSend(bytes: Uint8Array, dim: number): Float32Array {
-  if (!(bytes instanceof Uint8Array) || bytes.byteLength !== 4 + 4 * dim) corrupt(`vector_send output (expected ${4 + 4 * dim} bytes)`);
-  const dv = view(bytes);
-  if (dv.getInt16(0) !== dim) corrupt(`vector dimension ${dv.getInt16(0)} (expected ${dim})`);
-  const out = new Float32Array(dim);
-  for (let i = 0, o = 4; i < dim; i++, o += 4) out[i] = dv.getFloat32(o);
-  return out;
 }
 
 /**
