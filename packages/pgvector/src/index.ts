@@ -3,12 +3,8 @@
  * with pgvector ≥ 0.7 through `pg`, or embedded with PGlite. {@link PgM3Store} has the API of
  * core's embedded `M3Index`; the database is reached through a two-method {@link SqlClient}.
  */
-export {
-  PgM3Store,
-  type PgM3StoreOptions,
-  type PgM3SearchOptions,
-  type PgM3SingleModeOptions,
-} from './store.js';
+export { PgM3Store } from './store.js';
+export type { PgM3StoreOptions, PgM3SearchOptions, PgM3SingleModeOptions } from './options.js';
 export {
   pgClient,
   pgliteClient,
