@@ -2,10 +2,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ColbertStore, M3Error, maxSimPacked, maxSimStored, type TextEncoder3 } from '@bgem3/core';
-import { PgM3Store, isConnectionError, parseTableName, projectSparse, type SqlClient, type SqlRow } from '../src/index.js';
+import type { PGlite } from '@electric-sql/pglite';
+import type pg from 'pg';
+import { PgM3Store, isConnectionError, parseTableName, pgClient, pgliteClient, projectSparse, type SqlClient, type SqlRow } from '../src/index.js';
 import { ColbertCodec, formatDense, formatSparse } from '../src/codec.js';
 import { versionAtLeast } from '../src/schema.js';
 import { rng, unitVector } from './helpers.js';
+
+// Compile-time: the adapters accept the drivers' own types.
+export const adapters: [(db: PGlite) => SqlClient, (db: pg.Pool | pg.Client | pg.PoolClient) => SqlClient] = [pgliteClient, pgClient];
 
 const encoder: TextEncoder3 = { modelId: 'm', dim: 4, vocabSize: 10, encode: async () => [] };
 
@@ -60,6 +65,11 @@ describe('pgvector availability', () => {
     assert.ok(versionAtLeast('0.10.1', '0.7.0'), '0.10.1 ≥ 0.7.0');
     assert.ok(versionAtLeast('1.0', '0.8.0'), '1.0 ≥ 0.8.0');
     assert.ok(!versionAtLeast('0.6.2', '0.7.0'), '0.6.2 < 0.7.0');
+  });
+
+  it('adapters refuse what is not a driver', () => {
+    assert.throws(() => pgClient({} as never), /pg.Pool or a connected pg.Client/);
+    assert.throws(() => pgliteClient({ query() {} } as never), /PGlite instance/);
   });
 
   it('options are checked before the database is touched', async () => {
