@@ -1,6 +1,9 @@
 // The encoder as a server component: worker threads, event loop, exit, faults, abort, concurrency, cache, bad input.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { M3Encoder, M3Error } from '@bgem3/core';
 import { FIXTURE, golden } from './helpers/fixture.ts';
@@ -188,6 +191,25 @@ describe('bad input', () => {
     assert.deepEqual(Array.from(lone.dense!), Array.from(replaced.dense!), 'a lone surrogate encodes as U+FFFD');
     assert.equal(huge.tokens, 8192);
     assert.equal(huge.truncated, true);
+  });
+
+  test('weights corrupted in place (same size, NaN values) are refused with the file named, not returned as NaN vectors', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bgem3-nan-'));
+    try {
+      cpSync(FIXTURE, dir, { recursive: true });
+      const data = join(dir, 'onnx/model.onnx_data');
+      const b = readFileSync(data);
+      for (let i = 3; i < b.length; i += 4) b[i] = 0x7f; // every float becomes NaN or huge
+      writeFileSync(data, b);
+      const bad = await M3Encoder.load(dir, { workers: 0 });
+      try {
+        await assert.rejects(bad.encode(['hello'], { sparse: true, dense: false }), (e: unknown) => e instanceof M3Error && e.code === 'MODEL_FILE_INVALID' && /model\.onnx/.test(e.message));
+      } finally {
+        await bad.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('maxLength, batchSize and workers out of range are clear errors', async () => {

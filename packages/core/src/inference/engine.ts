@@ -199,6 +199,7 @@ export class EncoderEngine {
       this.forwardPasses++;
       const statesTensor = out[this.layout.hiddenOutput];
       const states = statesTensor.data as Float32Array;
+      batch.forEach((_, b) => this.assertFinite(states, b * L * this.hidden, this.hidden));
       this.applyHeads(batch, states, L, want, results);
       if (want.colbert && this.headSession) {
         const c = await this.headSession.run({ states: new ort.Tensor('float32', states, [B, L, this.hidden]) });
@@ -218,6 +219,7 @@ export class EncoderEngine {
     this.forwardPasses++;
     const H = this.hidden;
     const C = this.colbertDim;
+    if (out[dense]) batch.forEach((_, b) => this.assertFinite(out[dense].data as Float32Array, b * H, H));
     batch.forEach((ids, b) => {
       const r = results[b];
       if (want.dense) r.dense = l2Normalized(out[dense].data as Float32Array, b * H, H); // already unit norm; copy
@@ -232,6 +234,22 @@ export class EncoderEngine {
     });
     for (const t of Object.values(out)) t.dispose();
     return results;
+  }
+
+  /**
+   * Corrupt weights of the right size load fine and then yield NaN/Infinity; stop there with an
+   * error naming the file rather than hand non-finite vectors to an index.
+   */
+  private assertFinite(data: Float32Array, offset: number, n: number): void {
+    for (let i = offset; i < offset + n; i++) {
+      if (!Number.isFinite(data[i])) {
+        throw new M3Error(
+          'MODEL_FILE_INVALID',
+          `${this.spec.paths.onnx} produced non-finite values: its weights (or external-data file) are likely corrupt; re-download the model`,
+          { file: this.spec.paths.onnx },
+        );
+      }
+    }
   }
 
   private applyHeads(batch: readonly Int32Array[], states: Float32Array, L: number, want: OutputSelection, results: RawOutputs[]): void {
