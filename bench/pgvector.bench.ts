@@ -158,7 +158,7 @@ try {
     search: await lat((q) => store.search(q, { k: 10, fetchK: 100 })),
     searchDense: await lat((q) => store.searchDense(q, { k: 10 })),
     searchSparse: await lat((q) => store.searchSparse(q, { k: 10 })),
-    note: 'search = dense top-100 ∪ sparse top-100 (ef_search 100) fetched with their vectors, exact dense+sparse rescoring, weights [0.4, 0.2, 0]; searchDense/searchSparse: k 10 (ef_search 40)',
+    note: 'search = dense top-100 ∪ sparse top-100 (ef_search 100) with their exact dense and sparse scores computed by pgvector in the same statement, weights [0.4, 0.2, 0]; searchDense/searchSparse: k 10 (ef_search 40)',
   };
   log(`latency: ${JSON.stringify(results.latencyMs)}`);
   save();
