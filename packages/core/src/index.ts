@@ -13,9 +13,10 @@ export type {
   TextEncoder3,
 } from './types.js';
 export { M3Encoder, assertTexts, type LoadOptions, type EncoderOptions, type EncoderStats, type BatchRunner } from './inference/encoder.js';
-export type { SessionSettings } from './inference/engine.js';
+export type { AttentionMode, SessionSettings } from './inference/engine.js';
 export { M3Tokenizer, type TokenizedText, type SpecialIds } from './tokenizer/m3-tokenizer.js';
 export { resolveModelPaths, detectGraphLayout, ONNX_CANDIDATES, type GraphLayout, type ModelPaths, type ModelDtype } from './model/layout.js';
+export { fuseAttention, type FusedModel } from './model/attention-fusion.js';
 export { readTorchStateDict, parseTorchStateDict, type TorchTensor } from './model/torch/pt-reader.js';
 export {
   denseScore,

@@ -188,7 +188,10 @@ describe('bad input', () => {
     assert.equal(ws.tokens, 2);
     for (const r of [empty, ws, nul, lone, huge]) assert.ok(r.dense!.every(Number.isFinite));
     const [replaced] = await enc.encode(['x\uFFFDy']);
-    assert.deepEqual(Array.from(lone.dense!), Array.from(replaced.dense!), 'a lone surrogate encodes as U+FFFD');
+    const [loneIds, replacedIds] = await enc.tokenize(['x\uD800y', 'x\uFFFDy']);
+    assert.deepEqual(Array.from(loneIds.ids), Array.from(replacedIds.ids), 'a lone surrogate tokenizes as U+FFFD');
+    // Encoded in a padded batch vs alone: the masked and mask-free attention kernels differ in the last bits.
+    lone.dense!.forEach((v, i) => assert.ok(Math.abs(v - replaced.dense![i]) < 1e-6, 'a lone surrogate encodes as U+FFFD'));
     assert.equal(huge.tokens, 8192);
     assert.equal(huge.truncated, true);
   });

@@ -9,6 +9,13 @@ export interface BatchLimits {
   batchSize: number;
   /** Most padded tokens (texts × longest length) in one batch; a single longer text runs alone. */
   maxBatchTokens: number;
+  /**
+   * Texts longer than this run alone. A padded batch needs an attention mask, and with a mask
+   * onnxruntime's attention materialises heads × L × L scores (4.3 GB at 8192 tokens); alone, a
+   * text needs no mask and fused attention runs in O(L) memory. Batching long texts gains nothing:
+   * their cost is per token. Default: no limit.
+   */
+  aloneAbove?: number;
 }
 
 /** Returns batches of indices into `lengths`, longest texts first. */
@@ -20,7 +27,8 @@ export function planBatches(lengths: readonly number[], limits: BatchLimits): nu
   for (const i of order) {
     const len = lengths[i];
     const padded = Math.max(longest, len) * (current.length + 1);
-    if (current.length > 0 && (current.length >= limits.batchSize || padded > limits.maxBatchTokens)) {
+    const alone = limits.aloneAbove !== undefined && Math.max(longest, len) > limits.aloneAbove;
+    if (current.length > 0 && (alone || current.length >= limits.batchSize || padded > limits.maxBatchTokens)) {
       batches.push(current);
       current = [];
       longest = 0;

@@ -4,7 +4,7 @@
  * the caller's event loop free.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { EncoderEngine, type EngineSpec, type RawOutputs } from './engine.js';
+import { EncoderEngine, type AttentionMode, type EngineSpec, type RawOutputs } from './engine.js';
 import type { OutputSelection } from '../types.js';
 
 export interface WorkerRequest {
@@ -16,7 +16,10 @@ export interface WorkerRequest {
 }
 
 export type WorkerReply =
-  | { type: 'ready'; info: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined } }
+  | {
+      type: 'ready';
+      info: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined; attention: AttentionMode };
+    }
   | { type: 'result'; id: number; results: RawOutputs[]; forwardPasses: number }
   | { type: 'error'; id: number; message: string; code?: string; file?: string }
   | { type: 'init-error'; message: string; code?: string; file?: string };
@@ -44,7 +47,13 @@ try {
   engine = await EncoderEngine.create(workerData as EngineSpec);
   port.postMessage({
     type: 'ready',
-    info: { hidden: engine.hidden, colbertDim: engine.colbertDim, maxPositions: engine.maxPositions, configVocabSize: engine.configVocabSize },
+    info: {
+      hidden: engine.hidden,
+      colbertDim: engine.colbertDim,
+      maxPositions: engine.maxPositions,
+      configVocabSize: engine.configVocabSize,
+      attention: engine.attention,
+    },
   } satisfies WorkerReply);
 } catch (e) {
   port.postMessage({ type: 'init-error', ...errorFields(e) } satisfies WorkerReply);

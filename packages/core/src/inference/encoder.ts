@@ -6,9 +6,9 @@
 import { M3Error, invalidArgument } from '../errors.js';
 import { M3Tokenizer, type TokenizedText } from '../tokenizer/m3-tokenizer.js';
 import type { EncodeOptions, EncodeResult, FullEncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
-import { planBatches } from './batching.js';
+import { planBatches, type BatchLimits } from './batching.js';
 import { EncodeCache } from './encode-cache.js';
-import { EncoderEngine, type RawOutputs, type SessionSettings } from './engine.js';
+import { EncoderEngine, type AttentionMode, type RawOutputs, type SessionSettings } from './engine.js';
 import type { ModelDtype, ModelPaths } from '../model/layout.js';
 import { DEFAULT_MODEL, resolveModel } from '../model/resolve.js';
 import type { HubOptions } from '../hub/types.js';
@@ -121,6 +121,7 @@ export class M3Encoder implements TextEncoder3 {
     const session: SessionSettings = {
       intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, Math.floor(availableParallelism() / Math.max(1, workers))),
       ...(options.enableCpuMemArena !== undefined ? { enableCpuMemArena: options.enableCpuMemArena } : {}),
+      ...(options.fuseAttention !== undefined ? { fuseAttention: options.fuseAttention } : {}),
     };
     const spec = { paths, special: tokenizer.special, session };
     if (workers === 0) {
@@ -160,11 +161,16 @@ export class M3Encoder implements TextEncoder3 {
   readonly vocabSize: number;
   /** Longest input the model accepts, in tokens. */
   readonly maxPositions: number;
+  /**
+   * `'fused'` when the model's attention was rewritten at load into onnxruntime's fused
+   * MultiHeadAttention (low memory on long inputs), `'as-exported'` otherwise.
+   */
+  readonly attention: AttentionMode;
   readonly maxLength: number;
   readonly tokenizer: M3Tokenizer;
   private readonly runner: BatchRunner;
   private readonly cache: EncodeCache | undefined;
-  private readonly limits: { batchSize: number; maxBatchTokens: number };
+  private readonly limits: BatchLimits;
   private textsEncoded = 0;
   /** Texts being encoded right now (cache key → result), so concurrent calls share one pass. */
   private readonly inflight = new Map<string, Promise<FullEncodeResult>>();
@@ -174,7 +180,7 @@ export class M3Encoder implements TextEncoder3 {
     modelId: string;
     tokenizer: M3Tokenizer;
     runner: BatchRunner;
-    engineInfo: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined };
+    engineInfo: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined; attention: AttentionMode };
     options: EncoderOptions;
   }) {
     const { options, engineInfo } = args;
@@ -182,6 +188,7 @@ export class M3Encoder implements TextEncoder3 {
     this.tokenizer = args.tokenizer;
     this.runner = args.runner;
     this.dim = engineInfo.hidden;
+    this.attention = engineInfo.attention;
     this.colbertDim = engineInfo.colbertDim;
     this.maxPositions = engineInfo.maxPositions;
     this.vocabSize = Math.max(engineInfo.configVocabSize ?? 0, args.tokenizer.vocabSize);
@@ -194,6 +201,9 @@ export class M3Encoder implements TextEncoder3 {
     this.limits = {
       batchSize: positive(options.batchSize, 16, 'batchSize'),
       maxBatchTokens: positive(options.maxBatchTokens, 16384, 'maxBatchTokens'),
+      // Over 1024 tokens a padded batch's attention scores (B × 16 heads × L² floats) start to
+      // cost more memory than the weights; alone, fused attention needs no mask (batching.ts).
+      aloneAbove: 1024,
     };
     const c = options.cache ?? true;
     this.cache = c === false ? undefined : new EncodeCache(c === true ? 512 * 2 ** 20 : c.maxBytes);
