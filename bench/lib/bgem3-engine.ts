@@ -90,10 +90,16 @@ function child(script: string, cwd: string): Promise<Record<string, number>> {
  * Peak RSS (process-wide, worker threads included) of encoding one input of `tokens` tokens with
  * all three outputs, in a fresh process; also the RSS after loading the model.
  */
-export function peakRssOneInput(modelDir: string, onnxFile: string, tokens: number, cwd: string): Promise<Record<string, number>> {
+export function peakRssOneInput(
+  modelDir: string,
+  onnxFile: string,
+  tokens: number,
+  cwd: string,
+  opts: { fuseAttention?: boolean } = {},
+): Promise<Record<string, number>> {
   return child(
     `import { M3Encoder } from '@bgem3/core';
-     const enc = await M3Encoder.load(${JSON.stringify(modelDir)}, { onnxFile: ${JSON.stringify(onnxFile)}, workers: 0, cache: false });
+     const enc = await M3Encoder.load(${JSON.stringify(modelDir)}, { onnxFile: ${JSON.stringify(onnxFile)}, workers: 0, cache: false, fuseAttention: ${opts.fuseAttention !== false} });
      const afterLoad = process.memoryUsage().rss;
      const t = performance.now();
      const [r] = await enc.encode(['word '.repeat(${tokens} * 2)], { dense: true, sparse: true, colbert: true, maxLength: ${tokens} });

@@ -4,7 +4,7 @@
  * cache, so the same class runs in the main thread or inside a worker thread.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { M3Error } from '../errors.js';
 import { detectGraphLayout, type GraphLayout, type ModelPaths } from '../model/layout.js';
@@ -120,7 +120,7 @@ async function openModelSession(
   if (settings.fuseAttention !== false) {
     let fused: ReturnType<typeof fuseAttention>;
     try {
-      fused = fuseAttention(readFileSync(path), numHeads ? { numHeads } : {});
+      fused = fuseAttention(readFileSync(path), { ...(numHeads ? { numHeads } : {}), selfFileName: basename(path) });
     } catch {
       fused = undefined; // unreadable or not protobuf: loading the file below reports it
     }
