@@ -80,7 +80,7 @@ export class BGEM3ColbertReranker implements BaseNodePostprocessor {
     const raw = await maxSim(q?.colbert as ColbertMatrix, docs.map((d) => d.colbert as ColbertMatrix));
     const scored = unique.map((n, i) => ({ n, i, s: raw[i] as number }));
     scored.sort((a, b) => b.s - a.s || a.i - b.i);
-    return scored.slice(0, this.topN).map(({ n, s }) => ({ node: n.node, score: this.scoreScale === 'unit' ? (1 + s) / 2 : s }));
+    return scored.slice(0, this.topN).map(({ n, s }) => ({ node: n.node, score: this.scoreScale === 'unit' ? unitScore(s) : s }));
   }
 }
 
@@ -100,4 +100,9 @@ function contentOf(node: BaseNode, mode: MetadataMode): string {
     }
   }
   return node.getContent(mode);
+}
+
+/** MaxSim in [-1, 1] mapped to [0, 1]; clamped, since float rounding can put a self-match at 1 + 1e-9. */
+function unitScore(s: number): number {
+  return Math.min(1, Math.max(0, (1 + s) / 2));
 }

@@ -48,6 +48,15 @@ describe('BGEM3ColbertReranker', () => {
     });
   });
 
+  test('a node whose text is the query scores within [0, 1] (rounding would put it a hair above 1)', async () => {
+    const input = candidates();
+    const text = input[0]!.node.getContent(MetadataMode.EMBED);
+    const out = await new BGEM3ColbertReranker({ model: FIXTURE, topN: 100, metadataMode: MetadataMode.EMBED }).postprocessNodes(input, text);
+    assert.equal(out[0]!.node.id_, input[0]!.node.id_);
+    for (const n of out) assert.ok(n.score! >= 0 && n.score! <= 1, String(n.score));
+    assert.ok(out[0]!.score! > 0.999);
+  });
+
   test("scoreScale 'raw' gives FlagEmbedding's colbert_score itself", async () => {
     const input = candidates();
     const out = await new BGEM3ColbertReranker({ model: FIXTURE, topN: 100, scoreScale: 'raw' }).postprocessNodes(input, query);
