@@ -77,7 +77,8 @@ describe('M3Encoder: every entry point', () => {
     });
     assert.deepEqual([out[0].tokens, out[1].tokens], [2, 2], "'' and whitespace (NBSP, U+3000 included) are <s></s>");
     const [lowFixed] = await enc.encode([ODD.loneLow.replace('\uDC00', '\uFFFD')]);
-    assert.deepEqual(Array.from(out[4].dense!), Array.from(lowFixed.dense!), 'a lone low surrogate encodes as U+FFFD');
+    // Batched with padding vs alone: the masked and mask-free attention kernels differ in the last bits.
+    out[4].dense!.forEach((v, i) => assert.ok(Math.abs(v - lowFixed.dense![i]) < 1e-6, 'a lone low surrogate encodes as U+FFFD'));
     assert.equal(out[5].truncated, true);
     assert.equal(out[5].tokens, MAX);
   });
@@ -190,7 +191,7 @@ describe('M3Index on the fixture encoder', () => {
     assert.equal(await ix.delete([]), 0);
     assert.equal(await ix.delete(['tea', 'tea', 'nope']), 1);
     assert.equal(ix.size, corpus.length - 1);
-    await assert.rejects(ix.delete(42 as never), TypeError, 'a non-iterable is a TypeError');
+    await assert.rejects(ix.delete(42 as never), (e: unknown) => e instanceof TypeError && /ids must be a string or an array of strings, got number/.test(e.message), 'a non-iterable is a TypeError naming ids');
     for (const filter of ['lang', 42, {}]) {
       await assert.rejects(ix.search('tea', { filter: filter as never }), m3('INVALID_ARGUMENT', /filter must be a function/));
     }

@@ -229,8 +229,8 @@ if (process.env.BGEM3_M3INDEX_CRASH_CHILD) {
       assert.equal(await index.delete([before[0].id, 'nope']), 1);
       assert.equal(index.size, 39);
       assert.ok(!(await index.search('apple banana', { k: 40 })).some((r) => r.id === before[0].id));
-      await assert.rejects(index.delete(42 as unknown as string), (e: any) => e.code === 'INVALID_ARGUMENT' && /ids must be a string or an array/.test(e.message));
-      await assert.rejects(index.delete(['a', 7] as unknown as string[]), (e: any) => e.code === 'INVALID_ARGUMENT' && /ids\[1\]/.test(e.message));
+      await assert.rejects(index.delete(42 as unknown as string), (e: any) => e instanceof TypeError && /ids must be a string or an array/.test(e.message));
+      await assert.rejects(index.delete(['a', 7] as unknown as string[]), (e: any) => e instanceof TypeError && /ids\[1\]/.test(e.message));
       assert.equal(index.size, 39, 'a refused delete removes nothing');
       for (const opts of [{ k: 0 }, { k: 1.5 }, { fetchK: -1 }, { weights: [0, 0, 0] as const }, { weights: [1, -1, 1] as const }]) {
         await assert.rejects(index.search('apple', opts), codeOf('INVALID_ARGUMENT'), JSON.stringify(opts));

@@ -43,11 +43,13 @@ describe('BGEM3SparseRetriever', () => {
     for (const query of ['the cat on the mat', '首都', 'Москва столица', 'عاصمة مصر', '猫', PASSAGES[0]!.text]) {
       const got = await retriever.retrieve(query);
       const want = await expected(query, nodes, 4);
+      // The reference encodes in other batches: padded and unpadded attention differ in the last bits.
       assert.deepEqual(
-        got.map((n) => ({ id: n.node.id_, score: n.score })),
-        want,
+        got.map((n) => n.node.id_),
+        want.map((w) => w.id),
         query,
       );
+      got.forEach((n, i) => assert.ok(Math.abs(n.score! - want[i]!.score) <= 1e-6 * Math.max(1, want[i]!.score), `${query}: ${n.score} vs ${want[i]!.score}`));
     }
   });
 

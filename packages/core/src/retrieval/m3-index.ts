@@ -368,10 +368,11 @@ export class M3Index {
   /** Removes documents; unknown ids are ignored. Returns how many were removed. */
   async delete(ids: string | Iterable<string>): Promise<number> {
     const iterable = ids !== null && typeof ids === 'object' && Symbol.iterator in ids;
-    if (typeof ids !== 'string' && !iterable) invalidArgument(`delete(ids): ids must be a string or an array of strings, got ${ids === null ? 'null' : typeof ids}`);
+    // A TypeError, as for non-string texts: the caller passed the wrong kind of value.
+    if (typeof ids !== 'string' && !iterable) throw new TypeError(`delete(ids): ids must be a string or an array of strings, got ${ids === null ? 'null' : typeof ids}`);
     const list = typeof ids === 'string' ? [ids] : [...ids];
     list.forEach((id, i) => {
-      if (typeof id !== 'string') invalidArgument(`delete(ids): ids[${i}] must be a string, got ${id === null ? 'null' : typeof id}`);
+      if (typeof id !== 'string') throw new TypeError(`delete(ids): ids[${i}] must be a string, got ${id === null ? 'null' : typeof id}`);
     });
     return this.exclusive(() => {
       const present = list.filter((id) => this.docs.has(id));
