@@ -98,17 +98,27 @@ async function main(): Promise<void> {
   await ensureModels();
   const machine = describeMachine();
   log(`${machine.cpuModel} · ${machine.cores} cores · ${machine.ramGB} GB`);
-  const matmul = await measureMatMulFlops({ threads });
+  // Two measurements: the first in a process runs on a cold machine (thread pools, vCPU clocks)
+  // and can read a third of the real ceiling; they also warm the machine for transformers.js.
+  const matmulBefore = [await measureMatMulFlops({ threads }), await measureMatMulFlops({ threads })].sort((a, b) => b.gflopsMedian - a.gflopsMedian)[0];
   const nTexts = Number(values.texts ?? (quick ? 8 : 16));
   const texts = await chunkTexts(modelDir, nTexts, 512);
   const batch = 4;
 
   log('encode throughput …');
-  const tjs = await benchTransformersJs(modelDir, texts, { dtype: 'fp32', batchSize: batch, threads, warmup: 1 });
+  // Best of two passes, as for ours.
+  let tjs = await benchTransformersJs(modelDir, texts, { dtype: 'fp32', batchSize: batch, threads, warmup: 1 });
   await disposeTransformersJs();
+  const tjs2 = await benchTransformersJs(modelDir, texts, { dtype: 'fp32', batchSize: batch, threads, warmup: 1 });
+  await disposeTransformersJs();
+  if (tjs2.tokensPerSecond > tjs.tokensPerSecond) tjs = tjs2;
   const oursAll = await benchBgem3(modelDir, texts, { dtype: 'fp32', threads, outputs: 'all', batchSize: batch, repeats: 2 });
   const oursDense = await benchBgem3(modelDir, texts, { dtype: 'fp32', threads, outputs: 'dense', batchSize: batch, repeats: 2 });
   const oursQ8 = await benchBgem3(modelDir, texts, { dtype: 'q8', threads, outputs: 'all', batchSize: batch, repeats: 2 });
+  // The ceiling is measured before and after the encoders and the higher figure kept: a short
+  // MatMul run can land on a busy or still-ramping machine, and a low ceiling flatters our ratio.
+  const matmulAfter = await measureMatMulFlops({ threads });
+  const matmul = matmulAfter.gflopsMedian > matmulBefore.gflopsMedian ? matmulAfter : matmulBefore;
 
   // ~0.60 GFLOP per token in the linear layers + 98,304·L FLOP per token for attention (BGE-M3 sizes).
   const cfg = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as { hidden_size: number; num_hidden_layers: number; intermediate_size: number };
@@ -188,8 +198,8 @@ async function main(): Promise<void> {
     '',
     '## Details',
     '',
-    `- Texts: ${oursAll.texts} chunks of ≤ 512 tokens (${oursAll.tokens} tokens), batch ${batch}, best of 2 passes for ours.`,
-    `- onnxruntime MatMul [${matmul.m}×${matmul.k}]·[${matmul.k}×${matmul.n}] fp32: ${matmul.gflopsMedian.toFixed(1)} GFLOP/s median (the ceiling).`,
+    `- Texts: ${oursAll.texts} chunks of ≤ 512 tokens (${oursAll.tokens} tokens), batch ${batch}, best of 2 passes for each engine.`,
+    `- onnxruntime MatMul [${matmul.m}×${matmul.k}]·[${matmul.k}×${matmul.n}] fp32: ${matmul.gflopsMedian.toFixed(1)} GFLOP/s median (the ceiling; the higher of ${matmulBefore.gflopsMedian.toFixed(1)} before and ${matmulAfter.gflopsMedian.toFixed(1)} after the encoder runs).`,
     `- FLOP per token used: ${(flopPerToken / 1e9).toFixed(3)} GFLOP at the average length ${avgLen.toFixed(0)}.`,
     `- transformers.js: \`pipeline('feature-extraction', dir, { pooling: 'cls', normalize: true })\`, dense only, ${tjs.tokensPerSecond.toFixed(1)} tok/s; model load ${tjs.loadSeconds.toFixed(1)} s.`,
     ...Object.entries(long).map(([k, v]) => `- Long input (${k}): ${v.tokens} tokens in ${v.seconds.toFixed(1)} s, RSS after load ${(v.rssAfterLoadMB / 1024).toFixed(2)} GiB, peak ${(v.peakRssMB / 1024).toFixed(2)} GiB.`),

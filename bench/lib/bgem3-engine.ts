@@ -73,12 +73,12 @@ export async function benchBgem3(modelDir: string, texts: string[], o: Bgem3RunO
  * Runs a small ES module in a fresh plain Node process (no tsx loader) and returns its last stdout
  * line as JSON. The file is written into `cwd` so that `@bgem3/core` resolves from there.
  */
-function child(script: string, cwd: string): Promise<Record<string, number>> {
+function child(script: string, cwd: string): Promise<Record<string, any>> {
   const file = join(cwd, `.bench-child-${process.pid}-${Date.now()}.mjs`);
   writeFileSync(file, script);
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
-  return new Promise<Record<string, number>>((resolve, reject) => {
+  return new Promise<Record<string, any>>((resolve, reject) => {
     execFile(process.execPath, [file], { cwd, env, encoding: 'utf8', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${err.message}\n${stderr}`));
       else resolve(JSON.parse(stdout.trim().split('\n').pop() as string));
@@ -96,20 +96,20 @@ export function peakRssOneInput(
   tokens: number,
   cwd: string,
   opts: { fuseAttention?: boolean } = {},
-): Promise<Record<string, number>> {
+): Promise<Record<string, any>> {
   return child(
     `import { M3Encoder } from '@bgem3/core';
      const enc = await M3Encoder.load(${JSON.stringify(modelDir)}, { onnxFile: ${JSON.stringify(onnxFile)}, workers: 0, cache: false, fuseAttention: ${opts.fuseAttention !== false} });
      const afterLoad = process.memoryUsage().rss;
      const t = performance.now();
      const [r] = await enc.encode(['word '.repeat(${tokens} * 2)], { dense: true, sparse: true, colbert: true, maxLength: ${tokens} });
-     console.log(JSON.stringify({ tokens: r.tokens, seconds: (performance.now() - t) / 1000, rssAfterLoadMB: afterLoad / 2 ** 20, peakRssMB: process.resourceUsage().maxRSS / 1024 }));`,
+     console.log(JSON.stringify({ attention: enc.attention, tokens: r.tokens, seconds: (performance.now() - t) / 1000, rssAfterLoadMB: afterLoad / 2 ** 20, peakRssMB: process.resourceUsage().maxRSS / 1024 }));`,
     cwd,
   );
 }
 
 /** Seconds from process start to the first embedding (import + model load + one short text). */
-export function timeToFirstEmbedding(modelDir: string, dtype: 'fp32' | 'q8', cwd: string): Promise<Record<string, number>> {
+export function timeToFirstEmbedding(modelDir: string, dtype: 'fp32' | 'q8', cwd: string): Promise<Record<string, any>> {
   return child(
     `const t0 = performance.now();
      const { M3Encoder } = await import('@bgem3/core');

@@ -90,8 +90,9 @@ export interface MatMulOptions {
   threads?: number;
   /** fp32 MatMul, or int8 as quantize_dynamic emits it (DynamicQuantizeLinear + MatMulInteger, fused by ORT). */
   dtype?: 'fp32' | 'int8';
-  /** Timed runs after warm-up (default 10). */
+  /** Timed runs after warm-up: at least this many (default 30) and at least 2 s of them. */
   runs?: number;
+  /** Warm-up runs: at least this many (default 3) and at least 1 s of them (thread pools and clocks ramp up). */
   warmup?: number;
   /** Wait for an idle machine before timing (see waitForQuiet; default false). */
   quiet?: boolean;
@@ -131,7 +132,7 @@ export async function measureMatMulFlops(opts: MatMulOptions = {}): Promise<MatM
   const n = opts.n ?? 4096;
   const threads = opts.threads ?? 2;
   const dtype = opts.dtype ?? 'fp32';
-  const runs = opts.runs ?? 10;
+  const runs = opts.runs ?? 30;
   const warmup = opts.warmup ?? 3;
   const w = pseudoRandom(k * n, 7, 0.04);
   let spec: GraphSpec;
@@ -171,10 +172,12 @@ export async function measureMatMulFlops(opts: MatMulOptions = {}): Promise<MatM
   });
   try {
     const a = new ort.Tensor('float32', pseudoRandom(m * k, 3, 2), [m, k]);
-    for (let i = 0; i < warmup; i++) await session.run({ a });
+    const warmStart = performance.now();
+    for (let i = 0; i < warmup || performance.now() - warmStart < 1000; i++) await session.run({ a });
     const busyBefore = opts.quiet ? await waitForQuiet() : await machineBusyPercent(200);
     const times: number[] = [];
-    for (let i = 0; i < runs; i++) {
+    const runStart = performance.now();
+    for (let i = 0; i < runs || performance.now() - runStart < 2000; i++) {
       const t0 = performance.now();
       await session.run({ a });
       times.push(performance.now() - t0);
