@@ -8,9 +8,10 @@
  *       [--len 8192] [--batch 1] [--threads 2] [--no-arena]
  *
  * `peak` runs the model once in a child process and reports that process's peak RSS
- * (`process.resourceUsage().maxRSS`), its RSS after loading the session (≈ weights), and the time.
+ * (VmHWM from /proc/self/status), its RSS after loading the session (≈ weights), and the time.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -115,10 +116,20 @@ if (cmd === 'throughput') {
       arena: !values['no-arena'],
       runSeconds,
       rssAfterLoadKB,
-      maxRssKB: process.resourceUsage().maxRSS,
+      // VmHWM, not resourceUsage().maxRSS: Linux carries ru_maxrss across exec (the parent's RSS).
+      maxRssKB: peakRssKB(),
       outputDims: first.dims,
       finite,
       loadavg: load(),
     }),
   );
+}
+
+/** This process's own peak RSS in KiB (VmHWM; ru_maxrss would include the parent's before exec). */
+function peakRssKB(): number {
+  try {
+    return Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  } catch {
+    return process.resourceUsage().maxRSS;
+  }
 }

@@ -136,6 +136,35 @@ test('the process exits after encoding without close()', () => {
   assert.match(r.stdout, /encoded 32/);
 });
 
+test('worker threads run at a lower priority than the event loop (Linux, where nice is per thread)', () => {
+  // In a child process, so that the threads counted are the encoder's alone.
+  const script = `import('@bgem3/core').then(async ({ M3Encoder }) => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const nices = () => readdirSync('/proc/self/task').map((tid) => ({
+      tid: Number(tid),
+      nice: Number(readFileSync('/proc/self/task/' + tid + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
+    }));
+    const before = nices();
+    const enc = await M3Encoder.load(${JSON.stringify(FIXTURE)}, { workerNice: Number(process.argv[1]) });
+    await enc.encode(['hello']);
+    const after = nices();
+    console.log(JSON.stringify({ pid: process.pid, before, after }));
+    await enc.close();
+  });`;
+  const cwd = new URL('..', import.meta.url).pathname;
+  for (const nice of [5, 0]) {
+    const r = spawnSync(process.execPath, ['-e', script, String(nice)], { encoding: 'utf8', timeout: 60_000, cwd });
+    assert.equal(r.status, 0, r.stderr);
+    const { pid, before, after } = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const base = before.find((t: any) => t.tid === pid).nice;
+    assert.equal(after.find((t: any) => t.tid === pid).nice, base, 'the event-loop thread keeps its priority');
+    assert.ok(before.every((t: any) => t.nice === base));
+    const lowered = after.filter((t: any) => t.nice === Math.min(19, base + nice) && t.nice !== base);
+    if (nice === 0) assert.equal(after.filter((t: any) => t.nice !== base).length, 0, 'workerNice 0 changes nothing');
+    else assert.ok(lowered.length >= 1, `the worker thread (and onnxruntime's pool threads) run at nice ${base + nice}: ${JSON.stringify(after)}`);
+  }
+});
+
 describe('encode cache and one pass per text', () => {
   test('a text is encoded once for all outputs; repeats and other outputs hit the cache', async () => {
     const enc = await M3Encoder.load(FIXTURE, { workers: 0 });
@@ -215,11 +244,14 @@ describe('bad input', () => {
     }
   });
 
-  test('maxLength, batchSize and workers out of range are clear errors', async () => {
+  test('maxLength, batchSize, workers and workerNice out of range are clear errors', async () => {
     for (const maxLength of [0, 1, 1.5, 8193, Number.NaN]) {
       await assert.rejects(enc.encode(['x'], { maxLength }), /maxLength must be an integer from 2 to 8192/);
     }
     await assert.rejects(M3Encoder.load(FIXTURE, { batchSize: 0 }), /batchSize must be a positive integer/);
     await assert.rejects(M3Encoder.load(FIXTURE, { workers: -1 }), /workers must be an integer/);
+    for (const workerNice of [-1, 20, 1.5]) {
+      await assert.rejects(M3Encoder.load(FIXTURE, { workerNice }), /workerNice must be an integer from 0 to 19/);
+    }
   });
 });

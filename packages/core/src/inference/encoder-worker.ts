@@ -3,6 +3,7 @@
  * sends. onnxruntime-node's `session.run` blocks the thread it runs on, so running it here keeps
  * the caller's event loop free.
  */
+import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { EncoderEngine, type AttentionMode, type EngineSpec, type RawOutputs } from './engine.js';
 import type { OutputSelection } from '../types.js';
@@ -42,8 +43,24 @@ function errorFields(e: unknown): { message: string; code?: string; file?: strin
   return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.file ? { file: err.file } : {}) };
 }
 
+/**
+ * On Linux the nice value is per thread, and threads inherit it from the thread that creates them:
+ * lowering it here, before the session exists, lowers this thread and onnxruntime's pool threads
+ * and leaves the caller's event-loop thread as it is. When encoding saturates every core, the
+ * scheduler then runs the event loop first. (Elsewhere it would renice the whole process: skipped.)
+ */
+function lowerPriority(increment: number | undefined): void {
+  if (!increment || process.platform !== 'linux') return;
+  try {
+    setPriority(0, Math.min(19, getPriority(0) + increment));
+  } catch {
+    // not permitted in this sandbox/container: run at the caller's priority
+  }
+}
+
 let engine: EncoderEngine;
 try {
+  lowerPriority((workerData as EngineSpec).workerNice);
   engine = await EncoderEngine.create(workerData as EngineSpec);
   port.postMessage({
     type: 'ready',

@@ -86,6 +86,14 @@ export interface LoadOptions extends EncoderOptions {
    * `intraOpNumThreads` defaults to the cores divided among the workers.
    */
   workers?: number;
+  /**
+   * Linux: how much lower the worker threads' scheduling priority is than the caller's (a nice
+   * increment, default 5; 0 keeps it equal). When encoding keeps every core busy, the scheduler
+   * then runs your event loop first, so timers and requests are not delayed behind onnxruntime's
+   * threads; on an otherwise idle machine throughput is unchanged. Ignored on other platforms,
+   * where the priority is per process.
+   */
+  workerNice?: number;
   /** @internal Fault injection for tests (see WorkerFaults). */
   workerFaults?: WorkerFaults;
 }
@@ -123,7 +131,9 @@ export class M3Encoder implements TextEncoder3 {
       ...(options.enableCpuMemArena !== undefined ? { enableCpuMemArena: options.enableCpuMemArena } : {}),
       ...(options.fuseAttention !== undefined ? { fuseAttention: options.fuseAttention } : {}),
     };
-    const spec = { paths, special: tokenizer.special, session };
+    const nice = options.workerNice ?? 5;
+    if (!Number.isInteger(nice) || nice < 0 || nice > 19) invalidArgument(`workerNice must be an integer from 0 to 19, got ${options.workerNice}`);
+    const spec = { paths, special: tokenizer.special, session, workerNice: nice };
     if (workers === 0) {
       const engine = await EncoderEngine.create(spec);
       return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });

@@ -49,6 +49,8 @@ export interface EngineSpec {
   paths: ModelPaths;
   special: SpecialIds;
   session: SessionSettings;
+  /** Nice increment for a worker thread running this engine (see LoadOptions.workerNice). */
+  workerNice?: number;
 }
 
 function readConfig(path: string | undefined): Record<string, unknown> {
