@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { benchBgem3, peakRssOneInput, timeToFirstEmbedding, type Bgem3Run } from './lib/bgem3-engine.ts';
+import { bgem3Pass, openBgem3, peakRssOneInput, timeToFirstEmbedding, type Bgem3Run } from './lib/bgem3-engine.ts';
 import { describeMachine, measureMatMulFlops } from './lib/machine.ts';
 import { benchTransformersJs, disposeTransformersJs } from './lib/transformersjs.ts';
 import { chunkTexts } from './encode.bench.ts';
@@ -106,15 +106,37 @@ async function main(): Promise<void> {
   const batch = 4;
 
   log('encode throughput …');
-  // Best of two passes, as for ours.
-  let tjs = await benchTransformersJs(modelDir, texts, { dtype: 'fp32', batchSize: batch, threads, warmup: 1 });
-  await disposeTransformersJs();
-  const tjs2 = await benchTransformersJs(modelDir, texts, { dtype: 'fp32', batchSize: batch, threads, warmup: 1 });
-  await disposeTransformersJs();
-  if (tjs2.tokensPerSecond > tjs.tokensPerSecond) tjs = tjs2;
-  const oursAll = await benchBgem3(modelDir, texts, { dtype: 'fp32', threads, outputs: 'all', batchSize: batch, repeats: 2 });
-  const oursDense = await benchBgem3(modelDir, texts, { dtype: 'fp32', threads, outputs: 'dense', batchSize: batch, repeats: 2 });
-  const oursQ8 = await benchBgem3(modelDir, texts, { dtype: 'q8', threads, outputs: 'all', batchSize: batch, repeats: 2 });
+  // All four engines stay loaded and their passes are interleaved, round after round, best pass
+  // each: this machine's speed drifts by ±20% over minutes (a shared VM), and engines measured
+  // minutes apart would compare the drift, not the engines.
+  const tjsOpts = { dtype: 'fp32' as const, batchSize: batch, threads };
+  await benchTransformersJs(modelDir, texts.slice(0, batch), { ...tjsOpts, warmup: 1 });
+  const fp32 = await openBgem3(modelDir, { dtype: 'fp32', threads, batchSize: batch });
+  const q8 = await openBgem3(modelDir, { dtype: 'q8', threads, batchSize: batch });
+  await fp32.encode(texts.slice(0, batch), { dense: true, sparse: true, colbert: true });
+  await q8.encode(texts.slice(0, batch), { dense: true, sparse: true, colbert: true });
+  const best = <T extends { seconds: number }>(a: T | undefined, b: T) => (a && a.seconds <= b.seconds ? a : b);
+  let tjs: Awaited<ReturnType<typeof benchTransformersJs>> | undefined;
+  let oursAll: Bgem3Run | undefined;
+  let oursDense: Bgem3Run | undefined;
+  let oursQ8: Bgem3Run | undefined;
+  const lags: number[] = [];
+  let lagMax = 0;
+  const rounds = quick ? 2 : 3;
+  for (let r = 0; r < rounds; r++) {
+    tjs = best(tjs, await benchTransformersJs(modelDir, texts, { ...tjsOpts, warmup: 0 }));
+    const all = await bgem3Pass(fp32, texts, { dtype: 'fp32', outputs: 'all', batchSize: batch });
+    lags.push(all.loopDelayP99Ms);
+    lagMax = Math.max(lagMax, all.loopDelayMaxMs);
+    oursAll = best(oursAll, all);
+    oursDense = best(oursDense, await bgem3Pass(fp32, texts, { dtype: 'fp32', outputs: 'dense', batchSize: batch }));
+    oursQ8 = best(oursQ8, await bgem3Pass(q8, texts, { dtype: 'q8', outputs: 'all', batchSize: batch }));
+    log(`  round ${r + 1}: transformers.js ${tjs.tokensPerSecond.toFixed(0)}, ours ${oursAll.tokensPerSecond.toFixed(0)} tok/s (best so far)`);
+  }
+  await Promise.all([fp32.close(), q8.close(), disposeTransformersJs()]);
+  if (!tjs || !oursAll || !oursDense || !oursQ8) throw new Error('no benchmark round ran');
+  // Lag is reported for the worst round, not the best one.
+  oursAll = { ...oursAll, loopDelayP99Ms: Math.max(...lags), loopDelayMaxMs: lagMax };
   // The ceiling is measured before and after the encoders and the higher figure kept: a short
   // MatMul run can land on a busy or still-ramping machine, and a low ceiling flatters our ratio.
   const matmulAfter = await measureMatMulFlops({ threads });
@@ -198,7 +220,7 @@ async function main(): Promise<void> {
     '',
     '## Details',
     '',
-    `- Texts: ${oursAll.texts} chunks of ≤ 512 tokens (${oursAll.tokens} tokens), batch ${batch}, best of 2 passes for each engine.`,
+    `- Texts: ${oursAll.texts} chunks of ≤ 512 tokens (${oursAll.tokens} tokens), batch ${batch}; the engines stay loaded and take turns, ${rounds} rounds, best pass of each (event-loop lag: the worst round).`,
     `- onnxruntime MatMul [${matmul.m}×${matmul.k}]·[${matmul.k}×${matmul.n}] fp32: ${matmul.gflopsMedian.toFixed(1)} GFLOP/s median (the ceiling; the higher of ${matmulBefore.gflopsMedian.toFixed(1)} before and ${matmulAfter.gflopsMedian.toFixed(1)} after the encoder runs).`,
     `- FLOP per token used: ${(flopPerToken / 1e9).toFixed(3)} GFLOP at the average length ${avgLen.toFixed(0)}.`,
     `- transformers.js: \`pipeline('feature-extraction', dir, { pooling: 'cls', normalize: true })\`, dense only, ${tjs.tokensPerSecond.toFixed(1)} tok/s; model load ${tjs.loadSeconds.toFixed(1)} s.`,
