@@ -122,19 +122,25 @@ async function main(): Promise<void> {
   let oursQ8: Bgem3Run | undefined;
   const lags: number[] = [];
   let lagMax = 0;
+  const headCosts: number[] = [];
   const rounds = quick ? 2 : 3;
   for (let r = 0; r < rounds; r++) {
     tjs = best(tjs, await benchTransformersJs(modelDir, texts, { ...tjsOpts, warmup: 0 }));
-    const all = await bgem3Pass(fp32, texts, { dtype: 'fp32', outputs: 'all', batchSize: batch });
+    // All outputs and dense only back to back, in alternating order: their per-round ratio
+    // cancels the drift that separate bests would keep.
+    const pair = async (outputs: 'all' | 'dense') => bgem3Pass(fp32, texts, { dtype: 'fp32', outputs, batchSize: batch });
+    const [all, dense] = r % 2 === 0 ? [await pair('all'), await pair('dense')] : [await pair('dense'), await pair('all')].reverse();
+    headCosts.push(dense.tokensPerSecond / all.tokensPerSecond - 1);
     lags.push(all.loopDelayP99Ms);
     lagMax = Math.max(lagMax, all.loopDelayMaxMs);
     oursAll = best(oursAll, all);
-    oursDense = best(oursDense, await bgem3Pass(fp32, texts, { dtype: 'fp32', outputs: 'dense', batchSize: batch }));
+    oursDense = best(oursDense, dense);
     oursQ8 = best(oursQ8, await bgem3Pass(q8, texts, { dtype: 'q8', outputs: 'all', batchSize: batch }));
     log(`  round ${r + 1}: transformers.js ${tjs.tokensPerSecond.toFixed(0)}, ours ${oursAll.tokensPerSecond.toFixed(0)} tok/s (best so far)`);
   }
   await Promise.all([fp32.close(), q8.close(), disposeTransformersJs()]);
   if (!tjs || !oursAll || !oursDense || !oursQ8) throw new Error('no benchmark round ran');
+  const headCost = [...headCosts].sort((a, b) => a - b)[Math.floor(headCosts.length / 2)];
   // Lag is reported for the worst round, not the best one.
   oursAll = { ...oursAll, loopDelayP99Ms: Math.max(...lags), loopDelayMaxMs: lagMax };
   // The ceiling is measured before and after the encoders and the higher figure kept: a short
@@ -180,7 +186,7 @@ async function main(): Promise<void> {
 
   const rows: Array<[string, string, string, string]> = [
     ['encode 512-token chunks, all three outputs, vs transformers.js (dense only), same backbone file', '≥ 1.0× (aim 1.1×)', `${ratio(oursAll.tokensPerSecond, tjs.tokensPerSecond)} (${oursAll.tokensPerSecond.toFixed(1)} vs ${tjs.tokensPerSecond.toFixed(1)} tok/s)`, oursAll.tokensPerSecond >= tjs.tokensPerSecond ? 'met' : 'missed'],
-    ['cost of sparse + ColBERT over dense-only (our encoder)', '≤ 5%', `${((oursDense.tokensPerSecond / oursAll.tokensPerSecond - 1) * 100).toFixed(1)}% (${oursDense.tokensPerSecond.toFixed(1)} vs ${oursAll.tokensPerSecond.toFixed(1)} tok/s)`, oursDense.tokensPerSecond / oursAll.tokensPerSecond - 1 <= 0.05 ? 'met' : 'missed'],
+    ['cost of sparse + ColBERT over dense-only (our encoder)', '≤ 5%', `${(headCost * 100).toFixed(1)}% (median of ${headCosts.length} back-to-back pairs: ${headCosts.map((c) => `${(c * 100).toFixed(1)}%`).join(', ')}; best passes ${oursDense.tokensPerSecond.toFixed(1)} vs ${oursAll.tokensPerSecond.toFixed(1)} tok/s)`, headCost <= 0.05 ? 'met' : 'missed'],
     ['achieved FLOP/s ÷ onnxruntime MatMul FLOP/s (fp32, 512-token chunks)', '≥ 70%', `${((achieved / matmul.gflopsMedian) * 100).toFixed(0)}% (${achieved.toFixed(0)} of ${matmul.gflopsMedian.toFixed(0)} GFLOP/s)`, achieved / matmul.gflopsMedian >= 0.7 ? 'met' : 'missed'],
     ['int8 vs fp32 throughput (our encoder, all outputs)', '≥ 1.8×', `${ratio(oursQ8.tokensPerSecond, oursAll.tokensPerSecond)} (${oursQ8.tokensPerSecond.toFixed(1)} vs ${oursAll.tokensPerSecond.toFixed(1)} tok/s)`, oursQ8.tokensPerSecond / oursAll.tokensPerSecond >= 1.8 ? 'met' : 'missed'],
     ['event-loop lag p99 while encoding continuously', '≤ 20 ms', `${oursAll.loopDelayP99Ms.toFixed(1)} ms (max ${oursAll.loopDelayMaxMs.toFixed(1)} ms)`, oursAll.loopDelayP99Ms <= 20 ? 'met' : 'missed'],
