@@ -64,6 +64,17 @@ export async function pgvectorVersion(db: SqlQueryable): Promise<string | undefi
   return rows[0]?.v;
 }
 
+/** The extension's files are not on the server at all: no privilege will help, installing will. */
+function notInstalled(reason: string, cause?: unknown): M3Error {
+  return new M3Error(
+    'INVALID_ARGUMENT',
+    `pgvector is not installed on this PostgreSQL server (${reason}). Install it on the server ` +
+      '(Debian/Ubuntu: `apt install postgresql-<major>-pgvector` from apt.postgresql.org; or build github.com/pgvector/pgvector ≥ 0.7), ' +
+      'or use a managed PostgreSQL that offers pgvector (RDS, Cloud SQL, Azure, Supabase, Neon), or PGlite (openPglite()); then connect again.',
+    cause === undefined ? {} : { cause },
+  );
+}
+
 /**
  * Makes sure pgvector ≥ 0.7 is available: creates the extension when `create` and it is missing,
  * and returns its version. Errors say what to do (enable the extension, upgrade it).
@@ -74,9 +85,12 @@ export async function ensurePgvector(db: SqlQueryable, create: boolean): Promise
     try {
       await db.query('CREATE EXTENSION IF NOT EXISTS vector');
     } catch (cause) {
+      const reason = (cause as Error).message;
+      // The extension's files are not on the server at all: no privilege will help, installing will.
+      if (/is not available|could not open extension control file/i.test(reason)) throw notInstalled(reason, cause);
       throw new M3Error(
         'INVALID_ARGUMENT',
-        `pgvector is not enabled in this database and CREATE EXTENSION vector failed (${(cause as Error).message}). ` +
+        `pgvector is not enabled in this database and CREATE EXTENSION vector failed (${reason}). ` +
           'Run `CREATE EXTENSION vector;` as a user allowed to (the database owner, or rds_superuser / cloudsqlsuperuser / azure_pg_admin; ' +
           'on Azure first allow-list VECTOR in azure.extensions).',
         { cause },
@@ -85,6 +99,8 @@ export async function ensurePgvector(db: SqlQueryable, create: boolean): Promise
     version = await pgvectorVersion(db);
   }
   if (version === undefined) {
+    const available = await db.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
+    if (available.length === 0) throw notInstalled('no `vector` in pg_available_extensions');
     throw new M3Error('INVALID_ARGUMENT', 'pgvector is not enabled in this database: run `CREATE EXTENSION vector;` (or connect with createSchema: true)');
   }
   if (!versionAtLeast(version, MIN_PGVECTOR)) {

@@ -318,6 +318,23 @@ describe('schema and meta', () => {
     assert.deepEqual(await pg.client.query(`SELECT to_regclass($1)::text AS r`, [table]), [{ r: null }]);
   });
 
+  it('a server without pgvector installed gets told to install it (a PGlite without the extension)', async () => {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { pgliteClient } = await import('../src/index.js');
+    const bare = new PGlite();
+    try {
+      for (const createSchema of [true, false]) {
+        await assert.rejects(PgM3Store.connect({ client: pgliteClient(bare), encoder, createSchema }), (e: M3Error) => {
+          assert.equal(e.code, 'INVALID_ARGUMENT');
+          assert.match(e.message, /pgvector is not installed on this PostgreSQL server .*Install it on the server/);
+          return true;
+        });
+      }
+    } finally {
+      await bare.close();
+    }
+  });
+
   it('refuses a foreign table, a missing store without createSchema, and bad names', async () => {
     await pg.client.query('CREATE TABLE IF NOT EXISTS not_a_store (id int)');
     await assert.rejects(PgM3Store.connect({ client: pg.client, encoder, table: 'not_a_store' }), (e: M3Error) => e.code === 'INDEX_INVALID' && /not a @bgem3\/pgvector store/.test(e.message));
