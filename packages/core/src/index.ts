@@ -49,6 +49,7 @@ export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions } from '.
 export { maxSim, maxSimStored, maxSimPacked, maxSimReference, type MaxSimOptions } from './retrieval/maxsim.js';
 export {
   M3Index,
+  assertTextEncoder3,
   type M3Document,
   type M3EncodedDocument,
   type M3StoredDocument,

@@ -125,22 +125,6 @@ export function positiveInt(v: unknown, name: string, max = Number.MAX_SAFE_INTE
   return v;
 }
 
-/** Checks the TextEncoder3 shape. */
-export function checkEncoder(encoder: TextEncoder3): void {
-  if (
-    encoder === null ||
-    typeof encoder !== 'object' ||
-    typeof encoder.encode !== 'function' ||
-    typeof encoder.modelId !== 'string' ||
-    !Number.isSafeInteger(encoder.dim) ||
-    encoder.dim <= 0 ||
-    !Number.isSafeInteger(encoder.vocabSize) ||
-    encoder.vocabSize <= 0
-  ) {
-    invalid('encoder must be a TextEncoder3 {modelId, dim, vocabSize, encode()}');
-  }
-}
-
 /** The `where` filter as JSON for `metadata @> $n::jsonb`. */
 export function checkWhere(where: unknown): string | undefined {
   if (where === undefined) return undefined;

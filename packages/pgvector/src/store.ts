@@ -20,6 +20,7 @@
  */
 import {
   M3Error,
+  assertTextEncoder3,
   checkFusionWeights,
   m3AllScore,
   maxSimPacked,
@@ -46,7 +47,6 @@ import {
   MAX_STATEMENT_BYTES,
   MAX_STATEMENT_ROWS,
   PG_DEFAULT_EF_SEARCH,
-  checkEncoder,
   checkFilter,
   checkWhere,
   invalid,
@@ -171,7 +171,7 @@ export class PgM3Store {
     if (client === null || typeof client !== 'object' || typeof client.query !== 'function' || typeof client.transaction !== 'function') {
       invalid('options.client must be a SqlClient: pgClient(pool) or pgliteClient(db)');
     }
-    if (options.encoder !== undefined) checkEncoder(options.encoder);
+    if (options.encoder !== undefined) assertTextEncoder3(options.encoder);
     const table = options.table ?? DEFAULT_TABLE;
     const tableName = parseTableName(table);
     if (options.colbertPrecision !== undefined && !['fp32', 'fp16', 'int8', 'none'].includes(options.colbertPrecision)) {

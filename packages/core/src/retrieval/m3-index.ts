@@ -143,7 +143,8 @@ interface Manifest {
   createdAt: string;
 }
 
-function checkEncoder(encoder: TextEncoder3 | undefined, what = 'encoder'): asserts encoder is TextEncoder3 {
+/** Checks that `encoder` has the TextEncoder3 shape (INVALID_ARGUMENT naming `what` if not); shared by the stores. */
+export function assertTextEncoder3(encoder: TextEncoder3 | undefined, what = 'encoder'): asserts encoder is TextEncoder3 {
   if (
     encoder === null ||
     typeof encoder !== 'object' ||
@@ -210,7 +211,7 @@ export class M3Index {
 
   /** Creates an empty index for `encoder`'s model. */
   static async create(options: M3IndexOptions): Promise<M3Index> {
-    checkEncoder(options?.encoder);
+    assertTextEncoder3(options?.encoder);
     const precision = options.colbertPrecision ?? 'fp16';
     if (!['fp32', 'fp16', 'int8'].includes(precision)) invalidArgument(`colbertPrecision must be 'fp32', 'fp16' or 'int8', got ${String(precision)}`);
     checkPositiveInt(options.maxLength, 'maxLength');
@@ -556,7 +557,7 @@ export class M3Index {
    * differs). Without an encoder the index can still be searched with EncodeResult queries.
    */
   static async load(dir: string, options: M3IndexLoadOptions = {}): Promise<M3Index> {
-    if (options.encoder !== undefined) checkEncoder(options.encoder, 'options.encoder');
+    if (options.encoder !== undefined) assertTextEncoder3(options.encoder, 'options.encoder');
     checkPositiveInt(options.maxLength, 'maxLength');
     checkPositiveInt(options.batchSize, 'batchSize');
     checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
