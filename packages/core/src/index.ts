@@ -63,6 +63,7 @@ export {
   type M3SearchResult,
 } from './retrieval/m3-index.js';
 export { releaseScratchMemory } from './retrieval/scratch.js';
+export { resolveQuery, type QueryContext } from './retrieval/query.js';
 export {
   reciprocalRankFusion,
   weightedScoreFusion,

@@ -24,6 +24,7 @@ import {
   checkFusionWeights,
   m3AllScore,
   maxSimPacked,
+  resolveQuery,
   type ColbertMatrix,
   type EncodeResult,
   type M3AddOptions,
@@ -34,6 +35,7 @@ import {
   type M3ScoreWeights,
   type M3SearchResult,
   type M3StoredDocument,
+  type OutputSelection,
   type SparseVector,
   type TextEncoder3,
 } from '@bgem3/core';
@@ -258,20 +260,13 @@ export class PgM3Store {
     return this.encoder;
   }
 
-  private async encodeQuery(query: string | EncodeResult, need: { dense?: boolean; sparse?: boolean; colbert?: boolean }): Promise<EncodeResult> {
-    let q: EncodeResult;
-    if (typeof query === 'string') {
-      const [r] = await this.requireEncoder().encode([query], { ...need, ...(this.maxLength ? { maxLength: this.maxLength } : {}) });
-      q = r;
-    } else if (query !== null && typeof query === 'object') {
-      q = query;
-    } else {
-      invalid('query must be a string or an EncodeResult');
-    }
-    if (need.dense && (!(q?.dense instanceof Float32Array) || q.dense.length !== this.dim)) invalid(`the query needs a dense vector of ${this.dim} values`);
-    if (need.sparse) checkSparse(q?.sparse, this.vocabSize, 'the query');
-    if (need.colbert && (!(q?.colbert?.data instanceof Float32Array) || q.colbert.dim !== this.dim)) invalid(`the query needs ColBERT vectors of dimension ${this.dim}`);
-    return q;
+  private encodeQuery(query: string | EncodeResult, need: OutputSelection): Promise<EncodeResult> {
+    return resolveQuery(query, need, {
+      encoder: () => this.requireEncoder(),
+      dim: this.dim,
+      ...(this.maxLength ? { maxLength: this.maxLength } : {}),
+      checkSparse: (sparse) => checkSparse(sparse, this.vocabSize, 'the query'),
+    });
   }
 
   /**

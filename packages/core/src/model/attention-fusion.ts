@@ -72,7 +72,7 @@ class GraphIndex {
   }
 
   /** True when `name` feeds exactly one node and is not a graph output (safe to fold away). */
-  private(name: string): boolean {
+  onlyFeedsOne(name: string): boolean {
     return (this.consumers.get(name)?.length ?? 0) === 1 && !this.graphOutputs.has(name);
   }
 
@@ -144,7 +144,7 @@ function splitHeads(g: GraphIndex, name: string | undefined, perm: string): ({ i
   const t = g.made(name, 'Transpose');
   if (!t || permOf(t) !== perm) return undefined;
   const r = g.made(t.input?.[0], 'Reshape');
-  if (!r || !g.private(t.input![0])) return undefined;
+  if (!r || !g.onlyFeedsOne(t.input![0])) return undefined;
   return { input: r.input![0], ...headShape(g, r.input![1]) };
 }
 
@@ -203,16 +203,16 @@ function matchAttention(g: GraphIndex, softmax: Node, fallbackHeads: number | un
   if (users.length !== 1 || users[0].opType !== 'MatMul' || users[0].input?.[0] !== probs || g.graphOutputs.has(probs)) return undefined;
   const ctx = users[0];
   const vh = splitHeads(g, ctx.input![1], '0,2,1,3');
-  if (!vh || !g.private(ctx.input![1]) || !g.private(ctx.output![0])) return undefined;
+  if (!vh || !g.onlyFeedsOne(ctx.input![1]) || !g.onlyFeedsOne(ctx.output![0])) return undefined;
   const merge = g.consumers.get(ctx.output![0])![0];
-  if (merge.opType !== 'Transpose' || permOf(merge) !== '0,2,1,3' || !g.private(merge.output![0])) return undefined;
+  if (merge.opType !== 'Transpose' || permOf(merge) !== '0,2,1,3' || !g.onlyFeedsOne(merge.output![0])) return undefined;
   const last = g.consumers.get(merge.output![0])![0];
   if (last.opType !== 'Reshape') return undefined;
 
   // Softmax input: [+ mask] of [scale ·] (Qh · Kt). The additive mask is computed from
   // attention_mask, which the fused node reads directly, so it is dropped.
   const scores = softmax.input![0];
-  if (!g.private(scores)) return undefined;
+  if (!g.onlyFeedsOne(scores)) return undefined;
   const add = g.made(scores, 'Add');
   const qkv = add ? (matchScores(g, add.input![0]) ?? matchScores(g, add.input![1])) : matchScores(g, scores);
   if (!qkv) return undefined;
@@ -229,7 +229,7 @@ type Split = { input: string } & HeadShape;
 
 /** `[scale ·] (Qh · Kt)` → the 3-D Q and K and the scale, or undefined. */
 function matchScores(g: GraphIndex, name: string): { q: Split; k: Split; scale: number } | undefined {
-  if (!g.private(name)) return undefined;
+  if (!g.onlyFeedsOne(name)) return undefined;
   let scores = name;
   let scale = 1;
   const mul = scaledBy(g, scores);
@@ -241,23 +241,23 @@ function matchScores(g: GraphIndex, name: string): { q: Split; k: Split; scale: 
     if (d === undefined || d === 0) return undefined;
     [scores, scale] = [div.input![0], 1 / d];
   }
-  if ((mul || div) && !g.private(scores)) return undefined;
+  if ((mul || div) && !g.onlyFeedsOne(scores)) return undefined;
   const qk = g.made(scores, 'MatMul');
   if (!qk) return undefined;
 
   // Qh and Kt, each optionally pre-scaled (√scale on both sides, as in SDPA exports).
   let [qh, kt] = qk.input as string[];
   const qPre = scaledBy(g, qh);
-  if (qPre && g.private(qh)) [qh, scale] = [qPre[0], scale * qPre[1]];
+  if (qPre && g.onlyFeedsOne(qh)) [qh, scale] = [qPre[0], scale * qPre[1]];
   const kPre = scaledBy(g, kt);
-  if (kPre && g.private(kt)) [kt, scale] = [kPre[0], scale * kPre[1]];
-  if (!g.private(qh) || !g.private(kt)) return undefined;
+  if (kPre && g.onlyFeedsOne(kt)) [kt, scale] = [kPre[0], scale * kPre[1]];
+  if (!g.onlyFeedsOne(qh) || !g.onlyFeedsOne(kt)) return undefined;
   const q = splitHeads(g, qh, '0,2,1,3');
   let k = splitHeads(g, kt, '0,2,3,1');
   if (!k) {
     // Kᵀ in two steps: Transpose(0,1,3,2) of the heads split Transpose(0,2,1,3).
     const t = g.made(kt, 'Transpose');
-    if (t && permOf(t) === '0,1,3,2' && g.private(t.input![0])) k = splitHeads(g, t.input![0], '0,2,1,3');
+    if (t && permOf(t) === '0,1,3,2' && g.onlyFeedsOne(t.input![0])) k = splitHeads(g, t.input![0], '0,2,1,3');
   }
   return q && k ? { q, k, scale } : undefined;
 }

@@ -31,13 +31,14 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { M3Error, invalidArgument } from '../errors.js';
-import type { EncodeResult, FullEncodeResult, SparseVector, TextEncoder3 } from '../types.js';
+import type { EncodeResult, FullEncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { checkId, checkK, crc32 } from './binary-format.js';
 import { ColbertStore, type ColbertPrecision } from './colbert-store.js';
 import { DenseIndex } from './dense-index.js';
 import { checkFusionWeights, m3AllScore, type M3ScoreWeights } from './fusion.js';
 import { maxSimStored } from './maxsim.js';
+import { resolveQuery } from './query.js';
 import { SparseIndex } from './sparse-index.js';
 import { sortHits } from './topk.js';
 
@@ -386,21 +387,8 @@ export class M3Index {
     });
   }
 
-  private async encodeQuery(query: string | EncodeResult, need: { dense?: boolean; sparse?: boolean; colbert?: boolean }): Promise<EncodeResult> {
-    let q: EncodeResult;
-    if (typeof query === 'string') {
-      const encoder = this.requireEncoder();
-      const [r] = await encoder.encode([query], { ...need, ...(this.maxLength ? { maxLength: this.maxLength } : {}) });
-      q = r;
-    } else if (query !== null && typeof query === 'object') {
-      q = query;
-    } else {
-      invalidArgument('query must be a string or an EncodeResult');
-    }
-    if (need.dense && (!(q?.dense instanceof Float32Array) || q.dense.length !== this.dim)) invalidArgument(`the query needs a dense vector of ${this.dim} values`);
-    if (need.sparse && !(q?.sparse?.indices instanceof Uint32Array)) invalidArgument('the query needs sparse weights');
-    if (need.colbert && (!(q?.colbert?.data instanceof Float32Array) || q.colbert.dim !== this.dim)) invalidArgument(`the query needs ColBERT vectors of dimension ${this.dim}`);
-    return q;
+  private encodeQuery(query: string | EncodeResult, need: OutputSelection): Promise<EncodeResult> {
+    return resolveQuery(query, need, { encoder: () => this.requireEncoder(), dim: this.dim, ...(this.maxLength ? { maxLength: this.maxLength } : {}) });
   }
 
   private idFilter(filter: M3Filter | undefined): ((id: string) => boolean) | undefined {
