@@ -8,7 +8,8 @@
  * WORKER_FAILED. Nothing waits forever.
  */
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { resolve as resolvePath } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { M3Error } from '../errors.js';
 import type { OutputSelection } from '../types.js';
@@ -38,16 +39,51 @@ interface Slot {
   job: (Job & { id: number }) | undefined;
 }
 
-/** Finds the built worker entry (dist/inference/encoder-worker.js) from the library or CLI bundle. */
+/**
+ * The environment variable that names the encoder worker script (a path, or a file: URL) when it
+ * is not next to this module: in an app bundle that includes @bgem3/core, point it at a copy of
+ * @bgem3/core's `dist/inference/encoder-worker.js` (see "Bundling" in the core README).
+ */
+export const WORKER_SCRIPT_ENV = 'BGEM3_WORKER_SCRIPT';
+
+/**
+ * Finds the built worker entry (dist/inference/encoder-worker.js): `$BGEM3_WORKER_SCRIPT` if set,
+ * else next to the library or CLI bundle (or next to an app bundle that includes this module).
+ */
 function workerEntry(): URL {
-  for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js', '../inference/encoder-worker.js']) {
-    const u = new URL(rel, import.meta.url);
+  const configured = process.env[WORKER_SCRIPT_ENV];
+  if (configured) {
+    const u = /^file:/i.test(configured) ? new URL(configured) : pathToFileURL(resolvePath(configured));
     if (existsSync(fileURLToPath(u))) return u;
+    throw new M3Error(
+      'WORKER_FAILED',
+      `encoder worker script not found: ${WORKER_SCRIPT_ENV}=${configured} names no file; point it at a copy of ` +
+        `@bgem3/core's dist/inference/encoder-worker.js, or unset it`,
+    );
+  }
+  // An app bundle in CommonJS form has no import.meta.url; __filename is the bundle there.
+  const here: string | undefined = import.meta.url || (typeof __filename === 'string' ? pathToFileURL(__filename).href : undefined);
+  if (here) {
+    for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js', '../inference/encoder-worker.js']) {
+      const u = new URL(rel, here);
+      if (existsSync(fileURLToPath(u))) return u;
+    }
+  }
+  const where = here ? fileURLToPath(here) : 'this module';
+  if (here && /[\\/]packages[\\/]core[\\/]src[\\/]/.test(where)) {
+    // Running core's TypeScript sources from a clone of the repository.
+    throw new M3Error(
+      'WORKER_FAILED',
+      `encoder worker script not found next to ${where}: worker threads run the built package ` +
+        `(run \`pnpm build\`), or pass workers: 0 to encode on the calling thread`,
+    );
   }
   throw new M3Error(
     'WORKER_FAILED',
-    `encoder worker script not found next to ${fileURLToPath(import.meta.url)}: worker threads run the built package ` +
-      `(run \`pnpm build\`), or pass workers: 0 to encode on the calling thread`,
+    `encoder worker script not found next to ${where}: @bgem3/core runs the model in worker threads started from its file ` +
+      `dist/inference/encoder-worker.js. If your app is bundled, mark @bgem3/core as external (esbuild --external:@bgem3/core), ` +
+      `or copy node_modules/@bgem3/core/dist/inference/encoder-worker.js next to the bundle or set ${WORKER_SCRIPT_ENV} to its path; ` +
+      `workers: 0 encodes on the calling thread instead`,
   );
 }
 
