@@ -18,16 +18,19 @@ export { M3Tokenizer, type TokenizedText, type SpecialIds } from './tokenizer/m3
 export { resolveModelPaths, detectGraphLayout, ONNX_CANDIDATES, type GraphLayout, type ModelPaths, type ModelDtype } from './model/layout.js';
 export { fuseAttention, type FusedModel } from './model/attention-fusion.js';
 export { readTorchStateDict, parseTorchStateDict, type TorchTensor } from './model/torch/pt-reader.js';
+export { denseScore, lexicalMatchingScore, colbertScore } from './scoring/scores.js';
 export {
-  denseScore,
-  lexicalMatchingScore,
-  colbertScore,
+  DEFAULT_M3_WEIGHTS,
+  FLAG_EMBEDDING_DEFAULT_WEIGHTS,
+  checkM3Weights,
+  m3AllScore,
   combineScores,
-  checkWeights,
-  type ModeScores,
-  type ModeWeights,
-} from './scoring/scores.js';
+  type M3Weights,
+  type M3ModeScores,
+  type ComputeScoreKeys,
+} from './scoring/weights.js';
 export { computeScore, type ComputeScoreOptions, type ScorePair } from './scoring/compute-score.js';
+export * from './store/index.js';
 export { sparseToRecord, sparseFromRecord } from './scoring/sparse-convert.js';
 export { resolveModel, DEFAULT_MODEL, type ResolveOptions, type ResolvedModel } from './model/resolve.js';
 export {
@@ -47,33 +50,15 @@ export { SparseIndex, M3_VOCAB_SIZE, type SparseIndexOptions, type SparseSearchO
 export { DenseIndex, type DenseIndexOptions, type DenseSearchOptions } from './retrieval/dense-index.js';
 export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions } from './retrieval/colbert-store.js';
 export { maxSim, maxSimStored, maxSimPacked, maxSimReference, type MaxSimOptions } from './retrieval/maxsim.js';
-export {
-  M3Index,
-  assertTextEncoder3,
-  type M3Document,
-  type M3EncodedDocument,
-  type M3StoredDocument,
-  type M3IndexOptions,
-  type M3IndexLoadOptions,
-  type M3AddOptions,
-  type M3Filter,
-  type M3SearchOptions,
-  type M3SingleModeOptions,
-  type M3Hit,
-  type M3SearchResult,
-} from './retrieval/m3-index.js';
+export { M3Index, assertTextEncoder3, type M3IndexOptions, type M3IndexLoadOptions } from './retrieval/m3-index.js';
 export { releaseScratchMemory } from './retrieval/scratch.js';
-export { resolveQuery, type QueryContext } from './retrieval/query.js';
 export {
   reciprocalRankFusion,
   weightedScoreFusion,
-  m3AllScore,
   checkFusionWeights,
   type RankedEntry,
   type RrfOptions,
   type WeightedFusionOptions,
-  type M3ModeScores,
-  type M3ScoreWeights,
 } from './retrieval/fusion.js';
 export { type ScoredId } from './retrieval/topk.js';
 export { m3Rerank, type M3Encoded, type M3RerankHit, type M3RerankOptions } from './retrieval/m3-rerank.js';

@@ -6,8 +6,7 @@
  *   PR #22171; llamaindexts.md).
  * - {@link weightedScoreFusion}: LlamaIndex's "relative score" fusion — min-max each list, then a
  *   weighted sum (weights normalised to sum 1, so min-max results stay in [0, 1]).
- * - {@link m3AllScore}: FlagEmbedding's `colbert+sparse+dense` combination,
- *   (w_d·dense + w_s·sparse + w_c·colbert) / (w_d + w_s + w_c) (m3-reference.md §1.5).
+ * (The combination of M3's three mode scores is in scoring/weights.ts.)
  *
  * Each list is deduplicated first (an id counts once, at its first, best, position; ranks are
  * positions in the deduplicated list), so a retriever returning the same chunk twice cannot
@@ -44,18 +43,8 @@ export interface WeightedFusionOptions {
   normalize?: 'minmax' | 'none';
 }
 
-/** Weights of M3's modes in FlagEmbedding order: [dense, sparse, colbert]. */
-export type M3ScoreWeights = readonly [number, number, number];
-
-/** The three M3 relevance scores of one query/passage pair. */
-export interface M3ModeScores {
-  dense: number;
-  sparse: number;
-  colbert: number;
-}
-
 /**
- * Validates fusion weights: `n` finite, non-negative numbers, not all zero. Returns a copy.
+ * Validates the weights of `n` fused lists: `n` finite, non-negative numbers, not all zero. Returns a copy.
  * Throws INVALID_ARGUMENT naming the problem otherwise.
  */
 export function checkFusionWeights(weights: readonly number[] | undefined, n: number, what = 'weights'): number[] {
@@ -141,18 +130,4 @@ export function weightedScoreFusion(lists: readonly (readonly RankedEntry[])[], 
     }
   });
   return sortHits([...fused].map(([id, score]) => ({ id, score })));
-}
-
-/**
- * FlagEmbedding's combined M3 score: (w_d·dense + w_s·sparse + w_c·colbert) / (w_d + w_s + w_c).
- * Default weights [0.4, 0.2, 0.4] (the BGE-M3 README example; FlagEmbedding's own default is
- * [1, 1, 1]). Weights must be finite, ≥ 0 and not all zero; scores finite.
- */
-export function m3AllScore(scores: M3ModeScores, weights: M3ScoreWeights = [0.4, 0.2, 0.4]): number {
-  const w = checkFusionWeights(weights, 3);
-  for (const key of ['dense', 'sparse', 'colbert'] as const) {
-    const v = scores?.[key];
-    if (typeof v !== 'number' || !Number.isFinite(v)) invalidArgument(`${key} score must be a finite number, got ${String(v)}`);
-  }
-  return (w[0] * scores.dense + w[1] * scores.sparse + w[2] * scores.colbert) / (w[0] + w[1] + w[2]);
 }

@@ -26,19 +26,37 @@
  * The previous generation is kept (a reader may still be loading it); older ones and leftovers
  * of interrupted saves are removed by the next successful save. One writer per directory.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { M3Error, invalidArgument } from '../errors.js';
-import type { EncodeResult, FullEncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
+import type { EncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
+import { m3AllScore, type M3Weights } from '../scoring/weights.js';
+import { WriteSequencer, checkEncodedDocuments, ingestDocuments, type EncodedEntry } from '../store/ingest.js';
+import { checkRescoreOptions, checkSearchOptions, checkSingleModeOptions, type CheckedFilters } from '../store/options.js';
+import { resolveQuery } from '../store/query.js';
+import type {
+  JsonObject,
+  M3AddOptions,
+  M3Document,
+  M3EncodedDocument,
+  M3Hit,
+  M3Query,
+  M3RescoreOptions,
+  M3SearchOptions,
+  M3SearchResult,
+  M3SingleModeOptions,
+  M3Store,
+  M3StoredDocument,
+} from '../store/types.js';
+import { checkId, checkIdList, copyMetadata } from '../store/validate.js';
+import { matchesWhere } from '../store/where.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { checkId, checkK, crc32 } from './binary-format.js';
+import { crc32 } from './binary-format.js';
 import { ColbertStore, type ColbertPrecision } from './colbert-store.js';
 import { DenseIndex } from './dense-index.js';
-import { checkFusionWeights, m3AllScore, type M3ScoreWeights } from './fusion.js';
 import { maxSimStored } from './maxsim.js';
-import { resolveQuery } from './query.js';
 import { SparseIndex } from './sparse-index.js';
 import { sortHits } from './topk.js';
 
@@ -46,27 +64,6 @@ const FORMAT = 'bgem3-m3index';
 const FORMAT_VERSION = 1;
 const POINTER = 'CURRENT';
 const GEN_RE = /^gen-(\d{6,})-[0-9a-f]{6,}$/;
-
-/** A document to index. */
-export interface M3Document {
-  /** Stable id (default: a random UUID). Adding an existing id replaces that document. */
-  id?: string;
-  text: string;
-  /** Plain JSON-serialisable data (kept through save/load); default {}. */
-  metadata?: Record<string, unknown>;
-}
-
-/** A document whose encoding was already computed (all three outputs required). */
-export interface M3EncodedDocument extends M3Document {
-  encoding: EncodeResult;
-}
-
-/** A stored document. */
-export interface M3StoredDocument {
-  id: string;
-  text: string;
-  metadata: Record<string, unknown>;
-}
 
 /** Options of {@link M3Index.create}. */
 export interface M3IndexOptions {
@@ -90,43 +87,6 @@ export interface M3IndexLoadOptions {
   maxLength?: number;
   batchSize?: number;
   intraOpNumThreads?: number;
-}
-
-/** Options of {@link M3Index.add}. */
-export interface M3AddOptions {
-  /** Stops between batches (and inside the encoder); the call rejects with code ABORTED. */
-  signal?: AbortSignal;
-}
-
-/** Metadata filter: documents for which it returns false are never returned. */
-export type M3Filter = (metadata: Record<string, unknown>, id: string) => boolean;
-
-/** Options of {@link M3Index.search}. */
-export interface M3SearchOptions {
-  /** Results to return (default 10). */
-  k?: number;
-  /** Candidates taken from each of dense and sparse search before rescoring (default 100, at least k). */
-  fetchK?: number;
-  /** [dense, sparse, colbert] weights of the combined score (default [0.4, 0.2, 0.4]). */
-  weights?: M3ScoreWeights;
-  filter?: M3Filter;
-}
-
-/** Options of {@link M3Index.searchDense} / {@link M3Index.searchSparse}. */
-export interface M3SingleModeOptions {
-  /** Results to return (default 10). */
-  k?: number;
-  filter?: M3Filter;
-}
-
-/** A search result of a single mode. */
-export interface M3Hit extends M3StoredDocument {
-  score: number;
-}
-
-/** A result of {@link M3Index.search}: the combined score and the three mode scores. */
-export interface M3SearchResult extends M3Hit {
-  scores: { dense: number; sparse: number; colbert: number };
 }
 
 interface Manifest {
@@ -160,37 +120,34 @@ export function assertTextEncoder3(encoder: TextEncoder3 | undefined, what = 'en
   }
 }
 
+function isPlainObject(v: unknown): v is JsonObject {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
 function checkPositiveInt(v: unknown, name: string): void {
   if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)) invalidArgument(`${name} must be a positive integer, got ${String(v)}`);
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-function abortError(): M3Error {
-  return new M3Error('ABORTED', 'M3Index.add was aborted');
-}
-
 /**
- * The embedded hybrid index (see the file comment). Create with {@link M3Index.create} or
- * {@link M3Index.load}. Mutations and saves are serialised internally; searches may run
- * concurrently with them and see the index between two batches.
+ * The embedded hybrid index (see the file comment), an {@link M3Store}. Create with
+ * {@link M3Index.create} or {@link M3Index.load}. Mutations and saves take effect in call order
+ * (whatever the encode times); searches may run concurrently with them and see the index
+ * between two batches.
  */
-export class M3Index {
+export class M3Index implements M3Store {
   readonly modelId: string;
   readonly dim: number;
   readonly vocabSize: number;
   readonly colbertPrecision: ColbertPrecision;
-  private encoder: TextEncoder3 | undefined;
+  private encoderRef: TextEncoder3 | undefined;
   private readonly maxLength: number | undefined;
   private readonly batchSize: number;
   private readonly threads: { intraOpNumThreads?: number };
   private dense: DenseIndex;
   private sparse: SparseIndex;
   private colbert: ColbertStore;
-  private readonly docs = new Map<string, { text: string; metadata: Record<string, unknown> }>();
-  private lock: Promise<unknown> = Promise.resolve();
+  private readonly docs = new Map<string, { text: string; metadata: JsonObject }>();
+  private readonly writes = new WriteSequencer();
 
   private constructor(
     meta: { modelId: string; dim: number; vocabSize: number; colbertPrecision: ColbertPrecision },
@@ -201,7 +158,7 @@ export class M3Index {
     this.dim = meta.dim;
     this.vocabSize = meta.vocabSize;
     this.colbertPrecision = meta.colbertPrecision;
-    this.encoder = options.encoder;
+    this.encoderRef = options.encoder;
     this.maxLength = options.maxLength;
     this.batchSize = options.batchSize ?? 32;
     this.threads = options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {};
@@ -222,79 +179,64 @@ export class M3Index {
     return new M3Index({ modelId: encoder.modelId, dim: encoder.dim, vocabSize: encoder.vocabSize, colbertPrecision: precision }, options);
   }
 
-  /** Number of documents. */
+  /** The encoder for {@link add} and text queries (undefined for an index loaded without one). */
+  get encoder(): TextEncoder3 | undefined {
+    return this.encoderRef;
+  }
+
+  /** Number of documents (synchronous form of {@link count}). */
   get size(): number {
     return this.docs.size;
   }
 
-  has(id: string): boolean {
+  async count(): Promise<number> {
+    return this.docs.size;
+  }
+
+  async has(id: string): Promise<boolean> {
+    checkId(id);
     return this.docs.has(id);
   }
 
-  /** The stored document, or undefined. */
-  get(id: string): M3StoredDocument | undefined {
-    const d = this.docs.get(id);
-    return d ? { id, text: d.text, metadata: d.metadata } : undefined;
+  /** The stored document (a copy), or undefined. */
+  async get(id: string): Promise<M3StoredDocument | undefined> {
+    checkId(id);
+    return this.stored(id);
+  }
+
+  async getMany(ids: readonly string[]): Promise<M3StoredDocument[]> {
+    const list = checkIdList(ids);
+    const out: M3StoredDocument[] = [];
+    for (const id of new Set(list)) {
+      const d = this.stored(id);
+      if (d) out.push(d);
+    }
+    return out;
   }
 
   /** Ids of the stored documents. */
   ids(): IterableIterator<string> {
-    return this.docs.keys();
+    return [...this.docs.keys()][Symbol.iterator]();
   }
 
-  // Runs `fn` after every earlier mutation/save has finished (a promise-chain mutex).
-  private exclusive<T>(fn: () => Promise<T> | T): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
+  private stored(id: string): M3StoredDocument | undefined {
+    const d = this.docs.get(id);
+    return d ? { id, text: d.text, metadata: copyMetadata(d.metadata) } : undefined;
   }
 
   private requireEncoder(): TextEncoder3 {
-    if (!this.encoder) invalidArgument('this M3Index has no encoder: pass { encoder } to M3Index.create/load, or query with a precomputed EncodeResult');
-    return this.encoder;
+    if (!this.encoderRef) invalidArgument('this M3Index has no encoder: pass { encoder } to M3Index.create/load, or query with a precomputed EncodeResult');
+    return this.encoderRef;
   }
 
-  // Validates a document and its full encoding before anything is stored, so that a bad entry
-  // cannot leave the three stores disagreeing.
-  private checkEncoded(doc: M3Document, enc: EncodeResult | undefined, where: string): asserts enc is FullEncodeResult {
-    if (!enc || typeof enc !== 'object') invalidArgument(`${where}: missing encoding`);
-    const { dense, sparse, colbert } = enc;
-    if (!(dense instanceof Float32Array) || dense.length !== this.dim) invalidArgument(`${where}: the encoding needs a dense Float32Array of ${this.dim} values`);
-    for (let i = 0; i < dense.length; i++) if (!Number.isFinite(dense[i])) invalidArgument(`${where}: dense value ${i} is not finite`);
-    if (!sparse || !(sparse.indices instanceof Uint32Array) || !(sparse.values instanceof Float32Array) || sparse.indices.length !== sparse.values.length) {
-      invalidArgument(`${where}: the encoding needs sparse {indices: Uint32Array, values: Float32Array}`);
-    }
-    let prev = -1;
-    for (let i = 0; i < sparse.indices.length; i++) {
-      const t = sparse.indices[i];
-      const w = sparse.values[i];
-      if (t <= prev || t >= this.vocabSize) invalidArgument(`${where}: sparse token ids must ascend strictly below ${this.vocabSize}`);
-      if (!(w >= 0) || w === Infinity) invalidArgument(`${where}: sparse weight ${w} must be finite and ≥ 0`);
-      prev = t;
-    }
-    if (!colbert || !(colbert.data instanceof Float32Array) || colbert.dim !== this.dim || colbert.data.length !== colbert.count * this.dim) {
-      invalidArgument(`${where}: the encoding needs a ColBERT matrix of ${this.dim}-dimensional vectors`);
-    }
-    for (let i = 0; i < colbert.data.length; i++) if (!Number.isFinite(colbert.data[i])) invalidArgument(`${where}: ColBERT value ${i} is not finite`);
-    if (typeof doc.text !== 'string') invalidArgument(`${where}: text must be a string`);
-  }
-
-  private checkDoc(doc: M3Document, where: string): string {
-    if (!isPlainObject(doc)) invalidArgument(`${where} must be an object {id?, text, metadata?}`);
-    if (typeof doc.text !== 'string') invalidArgument(`${where}.text must be a string`);
-    if (doc.id !== undefined) checkId(doc.id, `${where}.id`);
-    if (doc.metadata !== undefined && !isPlainObject(doc.metadata)) invalidArgument(`${where}.metadata must be a plain object`);
-    return doc.id ?? randomUUID();
-  }
-
-  // Stores one validated batch in all three stores and the document table (synchronous: no
+  // Stores one checked batch in all three stores and the document table (synchronous: no
   // search can observe a half-inserted batch).
-  private insert(batch: { id: string; doc: M3Document; enc: FullEncodeResult }[]): void {
-    this.dense.upsertMany(batch.map((b) => ({ id: b.id, vector: b.enc.dense })));
-    this.sparse.upsertMany(batch.map((b) => ({ id: b.id, vector: b.enc.sparse })));
+  private insert(batch: EncodedEntry[]): void {
+    this.dense.upsertMany(batch.map((b) => ({ id: b.id, vector: b.encoding.dense })));
+    this.sparse.upsertMany(batch.map((b) => ({ id: b.id, vector: b.encoding.sparse })));
     for (const b of batch) {
-      this.colbert.upsert(b.id, b.enc.colbert);
-      this.docs.set(b.id, { text: b.doc.text, metadata: b.doc.metadata ?? {} });
+      this.colbert.upsert(b.id, b.encoding.colbert);
+      this.docs.set(b.id, { text: b.text, metadata: b.metadata });
     }
   }
 
@@ -302,81 +244,57 @@ export class M3Index {
    * Encodes and adds documents: every batch of `batchSize` texts costs ONE encoder call with
    * dense, sparse and ColBERT requested together, and is stored before the next batch is
    * encoded, so a large (async) iterable is never held twice in memory. A repeated id replaces
-   * the earlier document (within a batch only the last one is encoded). Returns the ids, in
-   * input order. On failure, batches already stored stay stored.
+   * the earlier document. Returns the ids, in input order. Takes effect in call order. On
+   * failure, batches already stored stay stored (the error says how many).
    */
-  async add(docs: Iterable<M3Document> | AsyncIterable<M3Document>, options: M3AddOptions = {}): Promise<string[]> {
-    const encoder = this.requireEncoder();
-    const signal = options.signal;
-    const ids: string[] = [];
-    let batch: { id: string; doc: M3Document }[] = [];
-    const flush = async () => {
-      if (batch.length === 0) return;
-      // Within a batch the last occurrence of an id wins: encode it once.
-      const last = new Map<string, number>();
-      batch.forEach((b, i) => last.set(b.id, i));
-      const unique = batch.filter((b, i) => last.get(b.id) === i);
-      batch = [];
-      if (signal?.aborted) throw abortError();
-      const encodeOptions = { dense: true, sparse: true, colbert: true, ...(this.maxLength ? { maxLength: this.maxLength } : {}), ...(signal ? { signal } : {}) };
-      const encoded = await encoder.encode(unique.map((u) => u.doc.text), encodeOptions);
-      if (!Array.isArray(encoded) || encoded.length !== unique.length) {
-        throw new M3Error('INVALID_ARGUMENT', `the encoder returned ${Array.isArray(encoded) ? encoded.length : 'no'} results for ${unique.length} texts`);
-      }
-      const full = unique.map((u, i) => {
-        const enc = encoded[i];
-        this.checkEncoded(u.doc, enc, `encoding of document ${JSON.stringify(u.id)}`);
-        return { id: u.id, doc: u.doc, enc };
-      });
-      await this.exclusive(() => this.insert(full));
-    };
-    let i = 0;
-    const take = async (doc: M3Document) => {
-      const id = this.checkDoc(doc, `docs[${i++}]`);
-      ids.push(id);
-      batch.push({ id, doc });
-      if (batch.length >= this.batchSize) await flush();
-    };
-    if (Symbol.asyncIterator in Object(docs)) {
-      for await (const doc of docs as AsyncIterable<M3Document>) await take(doc);
-    } else {
-      for (const doc of docs as Iterable<M3Document>) await take(doc);
+  add(docs: Iterable<M3Document> | AsyncIterable<M3Document>, options: M3AddOptions = {}): Promise<string[]> {
+    const turn = this.writes.reserve();
+    let encoder: TextEncoder3;
+    try {
+      encoder = this.requireEncoder();
+    } catch (err) {
+      turn.release();
+      return Promise.reject(err);
     }
-    await flush();
-    return ids;
+    return ingestDocuments(docs, turn, {
+      encoder,
+      model: { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize },
+      batchSize: this.batchSize,
+      ...(this.maxLength ? { maxLength: this.maxLength } : {}),
+      ...(options?.signal ? { signal: options.signal } : {}),
+      what: 'M3Index.add',
+      apply: (batch) => this.insert(batch),
+    });
   }
 
   /**
    * Adds documents whose encodings were computed elsewhere (e.g. by an adapter that already
    * embedded them). Each `encoding` needs dense, sparse and ColBERT outputs from the same model.
-   * All entries are validated before any is stored. Returns the ids, in input order.
+   * All entries are checked before any is stored. Returns the ids, in input order.
    */
-  async addEncoded(docs: Iterable<M3EncodedDocument>): Promise<string[]> {
-    const list = [...docs];
-    const ids: string[] = [];
-    const byId = new Map<string, { id: string; doc: M3Document; enc: FullEncodeResult }>();
-    list.forEach((doc, i) => {
-      const id = this.checkDoc(doc, `docs[${i}]`);
-      const enc = doc.encoding;
-      this.checkEncoded(doc, enc, `docs[${i}].encoding`);
-      ids.push(id);
-      byId.delete(id); // the last occurrence wins, and keeps its position
-      byId.set(id, { id, doc, enc });
-    });
-    await this.exclusive(() => this.insert([...byId.values()]));
-    return ids;
+  addEncoded(docs: Iterable<M3EncodedDocument>, _options: M3AddOptions = {}): Promise<string[]> {
+    const turn = this.writes.reserve();
+    return (async () => {
+      try {
+        const { ids, entries } = checkEncodedDocuments(docs, { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize }, 'M3Index.addEncoded');
+        await turn.ready;
+        this.insert(entries);
+        return ids;
+      } finally {
+        turn.release();
+      }
+    })();
   }
 
-  /** Removes documents; unknown ids are ignored. Returns how many were removed. */
-  async delete(ids: string | Iterable<string>): Promise<number> {
-    const iterable = ids !== null && typeof ids === 'object' && Symbol.iterator in ids;
-    // A TypeError, as for non-string texts: the caller passed the wrong kind of value.
-    if (typeof ids !== 'string' && !iterable) throw new TypeError(`delete(ids): ids must be a string or an array of strings, got ${ids === null ? 'null' : typeof ids}`);
-    const list = typeof ids === 'string' ? [ids] : [...ids];
-    list.forEach((id, i) => {
-      if (typeof id !== 'string') throw new TypeError(`delete(ids): ids[${i}] must be a string, got ${id === null ? 'null' : typeof id}`);
-    });
-    return this.exclusive(() => {
+  /** Removes documents; unknown ids are ignored. Returns how many were removed. Takes effect in call order. */
+  delete(ids: string | Iterable<string>): Promise<number> {
+    let list: string[];
+    try {
+      list = checkIdList(ids);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.writes.run(() => {
       const present = list.filter((id) => this.docs.has(id));
       this.dense.delete(present);
       this.sparse.delete(present);
@@ -387,22 +305,30 @@ export class M3Index {
     });
   }
 
-  private encodeQuery(query: string | EncodeResult, need: OutputSelection): Promise<EncodeResult> {
-    return resolveQuery(query, need, { encoder: () => this.requireEncoder(), dim: this.dim, ...(this.maxLength ? { maxLength: this.maxLength } : {}) });
+  private encodeQuery(query: M3Query, need: OutputSelection, signal: AbortSignal | undefined): Promise<EncodeResult> {
+    return resolveQuery(query, need, {
+      encoder: () => this.requireEncoder(),
+      dim: this.dim,
+      vocabSize: this.vocabSize,
+      ...(this.maxLength ? { maxLength: this.maxLength } : {}),
+      ...(signal ? { signal } : {}),
+    });
   }
 
-  private idFilter(filter: M3Filter | undefined): ((id: string) => boolean) | undefined {
-    if (filter === undefined) return undefined;
-    if (typeof filter !== 'function') invalidArgument('filter must be a function (metadata, id) => boolean');
+  private idFilter(f: CheckedFilters): ((id: string) => boolean) | undefined {
+    const { where, filter } = f;
+    if (where === undefined && filter === undefined) return undefined;
     return (id) => {
       const d = this.docs.get(id);
-      return d !== undefined && filter(d.metadata, id) === true;
+      if (d === undefined) return false;
+      if (where !== undefined && !matchesWhere(where, d.metadata)) return false;
+      return filter === undefined || filter(copyMetadata(d.metadata), id) === true;
     };
   }
 
   private hit(id: string, score: number): M3Hit | undefined {
-    const d = this.docs.get(id);
-    return d ? { id, text: d.text, metadata: d.metadata, score } : undefined;
+    const d = this.stored(id);
+    return d ? { ...d, score } : undefined;
   }
 
   /**
@@ -412,25 +338,26 @@ export class M3Index {
    * (ties: id ascending). A string query is encoded once, with all three outputs (ColBERT is
    * skipped when its weight is 0). An empty index returns [].
    */
-  async search(query: string | EncodeResult, options: M3SearchOptions = {}): Promise<M3SearchResult[]> {
-    const k = options.k ?? 10;
-    checkK(k);
-    const fetchK = options.fetchK ?? 100;
-    checkK(fetchK, 'fetchK');
-    const weights: M3ScoreWeights = options.weights ?? [0.4, 0.2, 0.4];
-    checkFusionWeights(weights, 3);
-    const filter = this.idFilter(options.filter);
+  async search(query: M3Query, options: M3SearchOptions = {}): Promise<M3SearchResult[]> {
+    const o = checkSearchOptions(options);
+    const filter = this.idFilter(o);
     if (this.docs.size === 0) return [];
     // ColBERT is the one costly mode: with weight 0 it is neither requested nor computed (its
     // reported score is then 0), as in m3Rerank.
-    const useColbert = weights[2] > 0;
-    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert });
-    const n = Math.max(fetchK, k);
-    const denseHits = await this.dense.search(q.dense as Float32Array, n, filter ? { filter } : {});
+    const useColbert = o.weights[2] > 0;
+    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
+    const denseHits = await this.dense.search(q.dense as Float32Array, o.fetchK, filter ? { filter } : {});
     // Everything below up to MaxSim is synchronous, so the candidates exist in all stores.
-    const sparseHits = this.sparse.search(q.sparse as SparseVector, n, filter ? { filter } : {});
-    const candidates = [...new Set([...denseHits.map((h) => h.id), ...sparseHits.map((h) => h.id)])];
+    const sparseHits = this.sparse.search(q.sparse as SparseVector, o.fetchK, filter ? { filter } : {});
+    const candidates = [...new Set([...denseHits.map((h) => h.id), ...sparseHits.map((h) => h.id)])].filter((id) => this.docs.has(id));
+    return (await this.scoreCandidates(q, candidates, o.weights)).slice(0, o.k);
+  }
+
+  // The M3 rerank of candidates that exist now (synchronous up to MaxSim, which reads the
+  // ColBERT store; a candidate deleted during MaxSim is dropped, never an error).
+  private async scoreCandidates(q: EncodeResult, candidates: string[], weights: M3Weights): Promise<M3SearchResult[]> {
     if (candidates.length === 0) return [];
+    const useColbert = weights[2] > 0;
     const dense = this.dense.scoreIds(q.dense as Float32Array, candidates);
     const sparse = this.sparse.scoreIds(q.sparse as SparseVector, candidates);
     const colbert = useColbert
@@ -442,29 +369,41 @@ export class M3Index {
       const hit = this.hit(id, m3AllScore(scores, weights)); // undefined if deleted meanwhile
       if (hit) results.push({ ...hit, scores });
     });
-    return sortHits(results).slice(0, k);
+    return sortHits(results);
+  }
+
+  /** The M3 rerank of stored documents `ids` (see {@link M3Store.rescore}); unknown ids are left out. */
+  async rescore(query: M3Query, ids: readonly string[], options: M3RescoreOptions = {}): Promise<M3SearchResult[]> {
+    const o = checkRescoreOptions(options);
+    const list = [...new Set(checkIdList(ids))];
+    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: o.weights[2] > 0 }, o.signal);
+    const results = await this.scoreCandidates(q, list.filter((id) => this.docs.has(id)), o.weights);
+    return o.k === undefined ? results : results.slice(0, o.k);
   }
 
   /** Dense-only exact search (inner product of the normalised vectors). */
-  async searchDense(query: string | EncodeResult, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const k = options.k ?? 10;
-    checkK(k);
-    const filter = this.idFilter(options.filter);
+  async searchDense(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
+    const o = checkSingleModeOptions(options);
+    const filter = this.idFilter(o);
     if (this.docs.size === 0) return [];
-    const q = await this.encodeQuery(query, { dense: true });
-    const hits = await this.dense.search(q.dense as Float32Array, k, filter ? { filter } : {});
+    const q = await this.encodeQuery(query, { dense: true }, o.signal);
+    const hits = await this.dense.search(q.dense as Float32Array, o.k, filter ? { filter } : {});
     return hits.map((h) => this.hit(h.id, h.score)).filter((h): h is M3Hit => h !== undefined);
   }
 
   /** Sparse-only exact search (lexical matching score; documents sharing no token are not returned). */
-  async searchSparse(query: string | EncodeResult, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const k = options.k ?? 10;
-    checkK(k);
-    const filter = this.idFilter(options.filter);
+  async searchSparse(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
+    const o = checkSingleModeOptions(options);
+    const filter = this.idFilter(o);
     if (this.docs.size === 0) return [];
-    const q = await this.encodeQuery(query, { sparse: true });
-    const hits = this.sparse.search(q.sparse as SparseVector, k, filter ? { filter } : {});
+    const q = await this.encodeQuery(query, { sparse: true }, o.signal);
+    const hits = this.sparse.search(q.sparse as SparseVector, o.k, filter ? { filter } : {});
     return hits.map((h) => this.hit(h.id, h.score)).filter((h): h is M3Hit => h !== undefined);
+  }
+
+  /** Waits for pending writes (this in-memory index has nothing else to release). */
+  async close(): Promise<void> {
+    await this.writes.idle();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -476,7 +415,7 @@ export class M3Index {
    * leaves the previous save loadable. Metadata must be JSON-serialisable.
    */
   async save(dir: string): Promise<void> {
-    return this.exclusive(async () => {
+    return this.writes.run(async () => {
       await mkdir(dir, { recursive: true });
       const previous = await readPointer(dir).catch(() => undefined);
       let seq = 1;
@@ -584,7 +523,7 @@ export class M3Index {
       { dense, sparse, colbert },
     );
     const docsPath = join(genDir, manifest.files.docs);
-    await readDocs(docsPath, manifest, (id, text, metadata) => {
+    await readDocs(docsPath, manifest, (id, text, metadata: JsonObject) => {
       if (index.docs.has(id)) corruptFile(docsPath, `duplicate id ${JSON.stringify(id)}`);
       index.docs.set(id, { text, metadata });
     });
@@ -652,7 +591,7 @@ async function readManifest(path: string): Promise<Manifest> {
   return m as unknown as Manifest;
 }
 
-async function readDocs(path: string, manifest: Manifest, onDoc: (id: string, text: string, metadata: Record<string, unknown>) => void): Promise<void> {
+async function readDocs(path: string, manifest: Manifest, onDoc: (id: string, text: string, metadata: JsonObject) => void): Promise<void> {
   let crc = 0;
   let bytes = 0;
   let lineNo = 0;

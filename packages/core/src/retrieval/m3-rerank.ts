@@ -6,7 +6,7 @@
 import { invalidArgument } from '../errors.js';
 import { denseScore, lexicalMatchingScore } from '../scoring/scores.js';
 import type { ColbertMatrix, SparseVector } from '../types.js';
-import { checkFusionWeights, type M3ModeScores, type M3ScoreWeights } from './fusion.js';
+import { checkM3Weights, type M3ModeScores, type M3Weights } from '../scoring/weights.js';
 import { maxSim, type MaxSimOptions } from './maxsim.js';
 
 /** What a query or a candidate must carry: the three M3 outputs. */
@@ -27,15 +27,15 @@ export interface M3RerankHit {
 }
 
 export interface M3RerankOptions extends MaxSimOptions {
-  /** [dense, sparse, colbert] weights (default [0.4, 0.2, 0.4], the model card's example). */
-  weights?: M3ScoreWeights;
+  /** `[dense, sparse, colbert]` weights (default `DEFAULT_M3_WEIGHTS`, [0.4, 0.2, 0.4]). */
+  weights?: M3Weights;
   /** Keep the best `k` (default: all). */
   k?: number;
 }
 
 /** Rescores candidates against the query; returns hits sorted by fused score (ties: input order). */
 export async function m3Rerank(query: M3Encoded, candidates: readonly M3Encoded[], options: M3RerankOptions = {}): Promise<M3RerankHit[]> {
-  const w = checkFusionWeights(options.weights ?? [0.4, 0.2, 0.4], 3);
+  const w = checkM3Weights(options.weights);
   if (options.k !== undefined && (!Number.isInteger(options.k) || options.k < 1)) invalidArgument(`k must be a positive integer, got ${options.k}`);
   if (candidates.length === 0) return [];
   // ColBERT only when its weight counts: it is the one costly mode.

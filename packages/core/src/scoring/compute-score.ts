@@ -4,11 +4,12 @@
  */
 import { invalidArgument } from '../errors.js';
 import type { M3Encoder } from '../inference/encoder.js';
-import { checkWeights, colbertScore, combineScores, denseScore, lexicalMatchingScore, type ModeScores, type ModeWeights } from './scores.js';
+import { colbertScore, denseScore, lexicalMatchingScore } from './scores.js';
+import { FLAG_EMBEDDING_DEFAULT_WEIGHTS, checkM3Weights, combineScores, type ComputeScoreKeys, type M3Weights } from './weights.js';
 
 export interface ComputeScoreOptions {
   /** [dense, sparse, colbert] (FlagEmbedding's default [1, 1, 1]). */
-  weights?: ModeWeights;
+  weights?: M3Weights;
   /** Query max tokens (default 512). */
   maxQueryLength?: number;
   /** Passage max tokens (default 8192, FlagEmbedding 1.2's value; 1.4 uses 512). */
@@ -26,8 +27,8 @@ export interface ComputeScoreOptions {
 /** A (query, passage) pair: a 2-tuple or an object. */
 export type ScorePair = readonly [string, string] | { query: string; passage: string };
 
-/** Scores pairs; returns one {@link ModeScores} per pair, in order. */
-export async function computeScore(encoder: M3Encoder, pairs: readonly ScorePair[], options: ComputeScoreOptions = {}): Promise<ModeScores[]> {
+/** Scores pairs; returns one {@link ComputeScoreKeys} per pair, in order. */
+export async function computeScore(encoder: M3Encoder, pairs: readonly ScorePair[], options: ComputeScoreOptions = {}): Promise<ComputeScoreKeys[]> {
   if (!Array.isArray(pairs)) throw new TypeError(`pairs must be an array of [query, passage], got ${typeof pairs}`);
   const queries: string[] = [];
   const passages: string[] = [];
@@ -40,8 +41,8 @@ export async function computeScore(encoder: M3Encoder, pairs: readonly ScorePair
     queries.push(q);
     passages.push(d);
   });
-  const weights = options.weights ?? [1, 1, 1];
-  checkWeights(weights); // before any encoding (and also when there are no pairs)
+  // Checked before any encoding (and also when there are no pairs).
+  const weights = checkM3Weights(options.weights, 'weights', FLAG_EMBEDDING_DEFAULT_WEIGHTS);
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 0) invalidArgument(`batchSize must be an integer ≥ 0, got ${batchSize}`);
   const all = { dense: true, sparse: true, colbert: true };
@@ -57,9 +58,11 @@ export async function computeScore(encoder: M3Encoder, pairs: readonly ScorePair
       if (p[i].tokens < longest) floor = 0; // padded in FlagEmbedding's batch
     }
     return combineScores(
-      denseScore(q[i].dense!, p[i].dense!),
-      lexicalMatchingScore(q[i].sparse!, p[i].sparse!),
-      colbertScore(q[i].colbert!, p[i].colbert!, floor),
+      {
+        dense: denseScore(q[i].dense!, p[i].dense!),
+        sparse: lexicalMatchingScore(q[i].sparse!, p[i].sparse!),
+        colbert: colbertScore(q[i].colbert!, p[i].colbert!, floor),
+      },
       weights,
     );
   });

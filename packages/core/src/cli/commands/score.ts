@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { computeScore } from '../../scoring/compute-score.js';
-import type { ModeWeights } from '../../scoring/scores.js';
+import type { M3Weights as ModeWeights } from '../../scoring/weights.js';
 import { chunks, LineWriter, readJsonLines, stringField } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
 
