@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { computeScore, M3Encoder, M3Index, type M3ScoreWeights } from '@bgem3/core';
+import { computeScore, M3Encoder, M3Index, type M3Weights } from '@bgem3/core';
 import { assertOneLineError, FIXTURE, m3, ODD, pool, runCli, tempDir, typeError } from './helpers.ts';
 
 const NOT_TEXT: [string, unknown][] = [
@@ -178,7 +178,7 @@ describe('M3Index on the fixture encoder', () => {
 
   test('weights that are negative, NaN, infinite, all zero or mis-sized are INVALID_ARGUMENT naming weights', async () => {
     for (const w of BAD_WEIGHTS) {
-      await assert.rejects(index.search('tea', { weights: w as M3ScoreWeights }), m3('INVALID_ARGUMENT', /weights/), JSON.stringify(w));
+      await assert.rejects(index.search('tea', { weights: w as M3Weights }), m3('INVALID_ARGUMENT', /weights/), JSON.stringify(w));
     }
     const colbertOnly = await index.search('tea', { weights: [0, 0, 1] });
     assert.ok(colbertOnly.every((h) => h.score === h.scores.colbert), 'a single non-zero weight is that mode alone');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { M3Error } from '../src/errors.js';
-import { m3AllScore, reciprocalRankFusion, weightedScoreFusion } from '../src/retrieval/fusion.js';
+import { reciprocalRankFusion, weightedScoreFusion } from '../src/retrieval/fusion.js';
 
 const ids = (...xs: string[]) => xs.map((id) => ({ id }));
 const isInvalid = (e: unknown) => e instanceof M3Error && e.code === 'INVALID_ARGUMENT';
@@ -95,27 +95,5 @@ describe('weightedScoreFusion', () => {
     assert.throws(() => weightedScoreFusion([[{ id: 'a', score: 1 }]], { weights: [0] }), isInvalid);
     assert.throws(() => weightedScoreFusion([[{ id: 'a', score: 1 }]], { weights: [-2] }), isInvalid);
     assert.throws(() => weightedScoreFusion([[{ id: 'a', score: 1 }]], { normalize: 'zscore' as 'none' }), isInvalid);
-  });
-});
-
-describe('m3AllScore', () => {
-  test("FlagEmbedding's colbert+sparse+dense with the README weights", () => {
-    // research/BGE_M3/README.md, pair (q0, p0): dense 0.62598, sparse 0.19556, colbert 0.77965 → 0.60136
-    const s = m3AllScore({ dense: 0.62598, sparse: 0.19556, colbert: 0.77965 });
-    assert.ok(Math.abs(s - 0.60136) < 1e-5, String(s));
-    assert.equal(m3AllScore({ dense: 1, sparse: 2, colbert: 3 }, [1, 1, 1]), 2);
-    assert.equal(m3AllScore({ dense: 1, sparse: 2, colbert: 3 }, [0, 0, 5]), 3);
-    // m3-reference §1.5: weights [1, 0.3, 1], (q0,p0) → all 0.63673
-    const t = m3AllScore({ dense: 0.62598, sparse: 0.19556, colbert: 0.77983 }, [1, 0.3, 1]);
-    assert.ok(Math.abs(t - 0.63673) < 1e-5, String(t));
-  });
-
-  test('validation', () => {
-    const s = { dense: 1, sparse: 1, colbert: 1 };
-    for (const w of [[0, 0, 0], [-1, 1, 1], [1, Number.NaN, 1], [1, 1]]) {
-      assert.throws(() => m3AllScore(s, w as unknown as [number, number, number]), isInvalid, JSON.stringify(w));
-    }
-    assert.throws(() => m3AllScore({ dense: 1, sparse: Number.NaN, colbert: 1 }), isInvalid);
-    assert.throws(() => m3AllScore({ dense: 1, colbert: 1 } as never), isInvalid);
   });
 });

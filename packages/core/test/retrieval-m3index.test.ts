@@ -10,7 +10,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { M3Error } from '../src/errors.js';
-import { m3AllScore } from '../src/retrieval/fusion.js';
+import { m3AllScore } from '../src/scoring/weights.js';
 import { M3Index, type M3Document } from '../src/retrieval/m3-index.js';
 import { maxSimReference } from '../src/retrieval/maxsim.js';
 import type { ColbertMatrix, EncodeOptions, EncodeResult, SparseVector, TextEncoder3 } from '../src/types.js';
