@@ -20,7 +20,11 @@ const CHUNK_TEXTS = 1024;
 
 /** Runs batches of token ids. The in-thread engine and the worker pool both implement it. */
 export interface BatchRunner {
-  run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]>;
+  /**
+   * Runs one batch. `wanted`, when given, is asked right before the batch starts (it may wait in
+   * a queue): when it returns false the batch is not run and the call rejects with ABORTED.
+   */
+  run(batch: readonly Int32Array[], want: OutputSelection, wanted?: () => boolean): Promise<RawOutputs[]>;
   /** Forward passes run so far. */
   readonly forwardPasses: number;
   close(): Promise<void>;
@@ -67,9 +71,7 @@ export function assertTexts(texts: unknown, what = 'texts'): asserts texts is st
 }
 
 function checkSignal(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) {
-    throw new M3Error('ABORTED', `encode aborted${signal.reason instanceof Error ? `: ${signal.reason.message}` : ''}`, { cause: signal.reason });
-  }
+  if (signal?.aborted) throw abortError(signal);
 }
 
 /** Options of {@link M3Encoder.load}. */
@@ -101,7 +103,8 @@ export interface LoadOptions extends EncoderOptions {
 /** Runs batches on an engine in this thread. */
 class InThreadRunner implements BatchRunner {
   constructor(private readonly engine: EncoderEngine) {}
-  run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]> {
+  run(batch: readonly Int32Array[], want: OutputSelection, wanted?: () => boolean): Promise<RawOutputs[]> {
+    if (wanted && !wanted()) return Promise.reject(new M3Error('ABORTED', 'encode aborted before the batch ran'));
     return this.engine.run(batch, want);
   }
   get forwardPasses(): number {
@@ -182,8 +185,8 @@ export class M3Encoder implements TextEncoder3 {
   private readonly cache: EncodeCache | undefined;
   private readonly limits: BatchLimits;
   private textsEncoded = 0;
-  /** Texts being encoded right now (cache key → result), so concurrent calls share one pass. */
-  private readonly inflight = new Map<string, Promise<FullEncodeResult>>();
+  /** Texts being encoded right now (cache key → flight), so concurrent calls share one pass. */
+  private readonly inflight = new Map<string, Flight>();
   private closed = false;
 
   constructor(args: {
@@ -272,84 +275,133 @@ export class M3Encoder implements TextEncoder3 {
     const cache = this.cache;
     // With a cache, compute everything once so later calls for other outputs hit.
     const compute: Required<OutputSelection> = cache ? { dense: true, sparse: true, colbert: true } : want;
-    const pending = new Map<string, number[]>(); // text (or slot, without cache) → output slots waiting for it
-    const waits: Promise<void>[] = [];
+    const joined = new Map<Flight, number[]>(); // the encodings this call waits for → its output slots
+    const fresh: Flight[] = []; // the ones this call starts
+    const join = (f: Flight, slot: number) => {
+      const slots = joined.get(f);
+      if (slots) slots.push(slot);
+      else joined.set(f, [slot]);
+    };
     for (let i = start; i < end; i++) {
       if (!cache) {
-        pending.set(`${i}`, [i]);
+        const f = newFlight(texts[i], undefined);
+        fresh.push(f);
+        join(f, i);
         continue;
       }
       const key = EncodeCache.key(this.modelId, maxLength, texts[i]);
       const hit = cache.get(key);
       if (hit) {
-        out[i] = pick(hit, want);
+        out[i] = pick(hit, want, true);
         continue;
       }
-      const running = this.inflight.get(key); // another call is encoding this text right now
-      if (running) {
-        waits.push(running.then((r) => void (out[i] = pick(r, want))));
-        continue;
+      let f = this.inflight.get(key); // another call (or an earlier slot of this one) is encoding it
+      if (!f) {
+        f = newFlight(texts[i], key);
+        this.inflight.set(key, f);
+        fresh.push(f);
       }
-      const slots = pending.get(texts[i]);
-      if (slots) slots.push(i);
-      else pending.set(texts[i], [i]);
+      join(f, i);
     }
-    if (pending.size > 0) {
-      const todo = [...pending.entries()];
-      const todoTexts = todo.map(([k, slots]) => (cache ? k : texts[slots[0]]));
-      const keys = cache ? todoTexts.map((t) => EncodeCache.key(this.modelId, maxLength, t)) : [];
-      const settle = new Map<string, { resolve: (r: FullEncodeResult) => void; reject: (e: unknown) => void }>();
-      for (const key of keys) {
-        const p = new Promise<FullEncodeResult>((resolve, reject) => settle.set(key, { resolve, reject }));
-        p.catch(() => undefined); // waiters observe it; an unobserved failure is not unhandled
-        this.inflight.set(key, p);
-      }
-      try {
-        await this.runTexts(todoTexts, maxLength, compute, signal, (j, r) => {
-          for (const slot of todo[j][1]) out[slot] = cache ? pick(r, want) : r;
-          if (cache) {
-            cache.set(keys[j], r as FullEncodeResult);
-            settle.get(keys[j])?.resolve(r as FullEncodeResult);
-            this.inflight.delete(keys[j]);
-          }
-        });
-      } catch (e) {
-        for (const key of keys) {
-          if (this.inflight.get(key)) {
-            settle.get(key)?.reject(e);
-            this.inflight.delete(key);
-          }
-        }
-        throw e;
-      }
-    }
-    await Promise.all(waits);
+    if (joined.size === 0) return;
+    for (const f of joined.keys()) f.waiters++;
+    // The work runs detached from this call: other calls may be waiting for the same texts, and
+    // it stops only when none is left (runFlights never rejects).
+    if (fresh.length > 0) void this.runFlights(fresh, maxLength, compute);
+    const all = Promise.all(
+      [...joined].map(([f, slots]) =>
+        f.promise.then((r) => {
+          for (const slot of slots) out[slot] = cache ? pick(r, want, true) : r;
+        }),
+      ),
+    );
+    await new Promise<void>((resolve, reject) => {
+      let left = false;
+      const leave = () => {
+        left = true;
+        signal?.removeEventListener('abort', onAbort);
+        for (const f of joined.keys()) f.waiters--;
+      };
+      // This caller alone gives up: shared work goes on for the others, and stops once nobody waits.
+      const onAbort = () => {
+        if (left) return;
+        leave();
+        reject(abortError(signal as AbortSignal));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      all.then(
+        () => {
+          if (left) return;
+          leave();
+          resolve();
+        },
+        (e: unknown) => {
+          if (left) return;
+          leave();
+          reject(e);
+        },
+      );
+    });
   }
 
-  /** Tokenises, batches by length and runs `texts`; `done(j, result)` is called per text. */
-  private async runTexts(
-    texts: readonly string[],
-    maxLength: number,
-    compute: Required<OutputSelection>,
-    signal: AbortSignal | undefined,
-    done: (j: number, r: EncodeResult) => void,
-  ): Promise<void> {
-    const tokenized = await this.tokenizer.encode(texts, maxLength);
-    const batches = planBatches(
-      tokenized.map((t) => t.ids.length),
-      this.limits,
-    );
-    for (const batch of batches) {
-      checkSignal(signal);
-      const raw = await this.runner.run(
-        batch.map((j) => tokenized[j].ids),
-        compute,
+  /**
+   * Tokenises, batches by length and runs the texts of `flights`, settling each flight as its
+   * batch finishes. A batch none of whose texts has a waiter left is skipped (also while queued
+   * for a worker); a failed batch fails its own texts only. Never rejects.
+   */
+  private async runFlights(flights: readonly Flight[], maxLength: number, compute: Required<OutputSelection>): Promise<void> {
+    try {
+      const tokenized = await this.tokenizer.encode(
+        flights.map((f) => f.text),
+        maxLength,
       );
-      batch.forEach((j, b) => {
-        this.textsEncoded++;
-        done(j, { ...raw[b], tokens: tokenized[j].ids.length, truncated: tokenized[j].truncated });
-      });
+      for (const f of flights) f.text = ''; // the ids are all that is needed now
+      const batches = planBatches(
+        tokenized.map((t) => t.ids.length),
+        this.limits,
+      );
+      for (const batch of batches) {
+        const wanted = () => batch.some((j) => flights[j].waiters > 0);
+        for (;;) {
+          if (!wanted()) {
+            for (const j of batch) this.settle(flights[j], new M3Error('ABORTED', 'encode aborted: every caller waiting for this text aborted'));
+            break;
+          }
+          let raw: RawOutputs[];
+          try {
+            raw = await this.runner.run(
+              batch.map((j) => tokenized[j].ids),
+              compute,
+              wanted,
+            );
+          } catch (e) {
+            // Cancelled in the runner's queue, but a caller joined since: run it after all.
+            if (e instanceof M3Error && e.code === 'ABORTED' && wanted()) continue;
+            for (const j of batch) this.settle(flights[j], e);
+            break;
+          }
+          batch.forEach((j, b) => {
+            this.textsEncoded++;
+            this.settle(flights[j], undefined, { ...raw[b], tokens: tokenized[j].ids.length, truncated: tokenized[j].truncated });
+          });
+          break;
+        }
+      }
+    } catch (e) {
+      for (const f of flights) this.settle(f, e);
     }
+  }
+
+  /** Resolves (with `result`) or rejects (with `error`) a flight once, caching a result. */
+  private settle(f: Flight, error: unknown, result?: EncodeResult): void {
+    if (f.settled) return;
+    f.settled = true;
+    if (f.key !== undefined) {
+      if (this.inflight.get(f.key) === f) this.inflight.delete(f.key);
+      if (!error && this.cache && !this.closed) this.cache.set(f.key, result as FullEncodeResult);
+    }
+    if (error) f.reject(error);
+    else f.resolve(result as EncodeResult);
   }
 
   /**
@@ -377,10 +429,44 @@ export class M3Encoder implements TextEncoder3 {
   }
 }
 
-function pick(r: EncodeResult, want: Required<OutputSelection>): EncodeResult {
+/**
+ * The requested outputs of `r`. With `copy`, fresh arrays: cached encodings are shared by every
+ * caller, so none may hand out (and let a caller change) the cached arrays themselves.
+ */
+function pick(r: EncodeResult, want: Required<OutputSelection>, copy: boolean): EncodeResult {
   const o: EncodeResult = { tokens: r.tokens, truncated: r.truncated };
-  if (want.dense) o.dense = r.dense;
-  if (want.sparse) o.sparse = r.sparse;
-  if (want.colbert) o.colbert = r.colbert;
+  if (want.dense && r.dense) o.dense = copy ? r.dense.slice() : r.dense;
+  if (want.sparse && r.sparse) o.sparse = copy ? { indices: r.sparse.indices.slice(), values: r.sparse.values.slice() } : r.sparse;
+  if (want.colbert && r.colbert) o.colbert = copy ? { data: r.colbert.data.slice(), count: r.colbert.count, dim: r.colbert.dim } : r.colbert;
   return o;
+}
+
+/**
+ * One text being encoded, shared by every call that asked for it while it runs (reference
+ * counted by `waiters`: the calls still waiting, i.e. neither aborted nor failed).
+ */
+interface Flight {
+  /** The text until it is tokenised (then dropped). */
+  text: string;
+  /** Cache key, or undefined for a call's private flight (cache off). */
+  key: string | undefined;
+  promise: Promise<EncodeResult>;
+  resolve: (r: EncodeResult) => void;
+  reject: (e: unknown) => void;
+  waiters: number;
+  settled: boolean;
+}
+
+function newFlight(text: string, key: string | undefined): Flight {
+  const f = { text, key, waiters: 0, settled: false } as Flight;
+  f.promise = new Promise<EncodeResult>((resolve, reject) => {
+    f.resolve = resolve;
+    f.reject = reject;
+  });
+  f.promise.catch(() => undefined); // observed by its waiters; one that nobody waits for is not unhandled
+  return f;
+}
+
+function abortError(signal: AbortSignal): M3Error {
+  return new M3Error('ABORTED', `encode aborted${signal.reason instanceof Error ? `: ${signal.reason.message}` : ''}`, { cause: signal.reason });
 }

@@ -25,6 +25,8 @@ interface Job {
   resolve: (r: RawOutputs[]) => void;
   reject: (e: Error) => void;
   attempts: number;
+  /** Asked when a worker is free: false drops the batch unrun (every caller waiting for it aborted). */
+  wanted: (() => boolean) | undefined;
 }
 
 /** Fault injection for tests: dispatch numbers (1-based, pool-wide) whose worker exits instead of running. */
@@ -120,10 +122,10 @@ export class WorkerPoolRunner implements BatchRunner {
     return this.passes;
   }
 
-  run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]> {
+  run(batch: readonly Int32Array[], want: OutputSelection, wanted?: () => boolean): Promise<RawOutputs[]> {
     if (this.closed) return Promise.reject(new M3Error('INVALID_ARGUMENT', 'this encoder was closed; create a new one'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ batch: [...batch], want, resolve, reject, attempts: 0 });
+      this.queue.push({ batch: [...batch], want, resolve, reject, attempts: 0, wanted });
       this.pump();
     });
   }
@@ -208,6 +210,10 @@ export class WorkerPoolRunner implements BatchRunner {
       const slot = this.slots.find((s) => !s.job);
       if (!slot) return;
       const job = this.queue.shift() as Job;
+      if (job.wanted && !job.wanted()) {
+        job.reject(new M3Error('ABORTED', 'encode aborted before the batch ran'));
+        continue;
+      }
       const id = this.nextId++;
       slot.job = { ...job, id };
       slot.worker.ref();

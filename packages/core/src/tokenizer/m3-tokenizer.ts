@@ -16,6 +16,42 @@ import { dirname, join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { M3Error, invalidArgument } from '../errors.js';
 
+/** Characters tokenised first per piece kept; the prefix grows 4× while it gives too few pieces. */
+const CHARS_PER_PIECE_GUESS = 8;
+/** Most characters per native tokenizer call: its memory is ~40 bytes per character. */
+const MAX_CHARS_PER_CALL = 1 << 20;
+
+/**
+ * Where a text may be cut, at or after `minChars`, so that tokenising `text.slice(0, cut)` gives
+ * exactly the first pieces of tokenising `text` whole; `text.length` when there is no such point.
+ *
+ * Why this is exact for the XLM-R / BGE-M3 tokenizer (normalizer: Precompiled charsmap, right
+ * Strip, `" {2,}"` → `▁`; pre-tokenizer: Metaspace, which splits at spaces; model: Unigram, run
+ * on each word alone): the cut is just before a U+0020 that starts a run of spaces and is not
+ * followed by a combining character. The charsmap works per grapheme cluster and a space always
+ * begins a new cluster (unless a combining mark follows it, which is excluded), so every
+ * character before the cut normalises as in the whole text; the space (run) is a word boundary in
+ * both; the right Strip only removes what would follow the last word; and each word before the
+ * cut is segmented by Unigram on its own. The pieces of the prefix are therefore a prefix of the
+ * pieces of the whole text (asserted against whole-text tokenisation in the tests, over texts
+ * with CJK, emoji, combining marks and every kind of whitespace at the cut).
+ */
+export function cutPoint(text: string, minChars: number): number {
+  if (text.length <= minChars) return text.length;
+  for (let c = text.indexOf(' ', Math.max(1, minChars)); c !== -1; c = text.indexOf(' ', c + 1)) {
+    if (text.charCodeAt(c - 1) === 0x20) continue; // inside a run: its start was before minChars
+    if (JOINS_NEXT.test(text.slice(Math.max(0, c - 2), c))) continue; // a Prepend character takes the space into its cluster
+    if (c + 1 < text.length && JOINS_PREVIOUS.test(text.slice(c + 1, c + 3))) continue; // a mark joining the space's cluster
+    return c;
+  }
+  return text.length;
+}
+
+/** Grapheme-cluster Prepend characters (UAX #29 GB9b) ending a string: they join what follows. */
+const JOINS_NEXT = /[\p{Cf}\u0D4E\u{111C2}\u{111C3}\u{1193F}\u{11941}\u{11A3A}\u{11A84}-\u{11A89}\u{11D46}]$/u;
+/** Characters that join the preceding cluster (Extend, ZWJ, SpacingMark, emoji modifiers: GB9, GB9a), or a format character. */
+const JOINS_PREVIOUS = /^[\p{M}\p{Cf}\p{Emoji_Modifier}]/u;
+
 /** Token ids of one text after truncation. */
 export interface TokenizedText {
   ids: Int32Array;
@@ -57,6 +93,8 @@ function tokenName(v: unknown): string | undefined {
 export class M3Tokenizer {
   readonly special: SpecialIds;
   readonly vocabSize: number;
+  /** @internal Characters handed to the native tokenizer so far (tests check the work is bounded). */
+  charsTokenized = 0;
   private readonly tok: Tokenizer;
 
   private constructor(tok: Tokenizer, special: SpecialIds) {
@@ -107,24 +145,69 @@ export class M3Tokenizer {
     return new M3Tokenizer(tok, special);
   }
 
-  /** Tokenises texts with `<s> … </s>` and FlagEmbedding's truncation. Order is kept. */
+  /**
+   * Tokenises texts with `<s> … </s>` and FlagEmbedding's truncation. Order is kept.
+   *
+   * The work is bounded by `maxLength`, not by the length of the texts: a long text is tokenised
+   * up to a cut point past which its first `maxLength - 2` pieces cannot change (see
+   * {@link cutPoint}), and only when that prefix gives too few pieces is a longer one tried. The
+   * result is exactly that of tokenising every text whole. Native calls take at most
+   * {@link MAX_CHARS_PER_CALL} characters (one longer text goes alone).
+   */
   async encode(texts: readonly string[], maxLength: number): Promise<TokenizedText[]> {
     if (!Number.isInteger(maxLength) || maxLength < 2) invalidArgument(`maxLength must be an integer ≥ 2, got ${maxLength}`);
-    if (texts.length === 0) return [];
-    // Lone UTF-16 surrogates cannot cross into Rust as UTF-8; replace them by U+FFFD explicitly
-    // (what the binding would do silently) so the behaviour is defined and documented.
-    const clean = texts.map((t) => (t.isWellFormed() ? t : t.toWellFormed()));
-    const encodings = await this.tok.encodeBatch(clean, { addSpecialTokens: false });
+    const out: TokenizedText[] = new Array(texts.length);
     const keep = maxLength - 2;
-    return encodings.map((e) => {
-      const pieces = e.getIds();
-      const n = Math.min(pieces.length, keep);
-      const ids = new Int32Array(n + 2);
-      ids[0] = this.special.cls;
-      for (let i = 0; i < n; i++) ids[i + 1] = pieces[i];
-      ids[n + 1] = this.special.eos;
-      return { ids, truncated: pieces.length > keep };
-    });
+    let todo = texts.map((_, i) => i);
+    let budget = Math.max(256, keep * CHARS_PER_PIECE_GUESS);
+    while (todo.length > 0) {
+      const retry: number[] = [];
+      let group: Array<{ i: number; text: string; whole: boolean }> = [];
+      let chars = 0;
+      const flush = async () => {
+        if (group.length === 0) return;
+        const g = group;
+        group = [];
+        chars = 0;
+        this.charsTokenized += g.reduce((n, x) => n + x.text.length, 0);
+        const encodings = await this.tok.encodeBatch(
+          g.map((x) => x.text),
+          { addSpecialTokens: false },
+        );
+        encodings.forEach((e, k) => {
+          const pieces = e.getIds();
+          // A prefix with more than `keep` pieces decides the result; with fewer, look further.
+          if (g[k].whole || pieces.length > keep) out[g[k].i] = this.withSpecials(pieces, keep);
+          else retry.push(g[k].i);
+        });
+      };
+      for (const i of todo) {
+        const text = texts[i];
+        const end = cutPoint(text, budget);
+        let part = end === text.length ? text : text.slice(0, end);
+        // Lone UTF-16 surrogates cannot cross into Rust as UTF-8; replace them by U+FFFD explicitly
+        // (what the binding would do silently) so the behaviour is defined and documented. A cut
+        // is always before a space, so it never splits a surrogate pair.
+        if (!part.isWellFormed()) part = part.toWellFormed();
+        if (chars > 0 && chars + part.length > MAX_CHARS_PER_CALL) await flush();
+        group.push({ i, text: part, whole: end === text.length });
+        chars += part.length;
+      }
+      await flush();
+      todo = retry;
+      budget *= 4;
+    }
+    return out;
+  }
+
+  /** `[<s>] + pieces[:keep] + [</s>]`, HF's truncation of one sequence with the XLM-R template. */
+  private withSpecials(pieces: ArrayLike<number>, keep: number): TokenizedText {
+    const n = Math.min(pieces.length, keep);
+    const ids = new Int32Array(n + 2);
+    ids[0] = this.special.cls;
+    for (let i = 0; i < n; i++) ids[i + 1] = pieces[i];
+    ids[n + 1] = this.special.eos;
+    return { ids, truncated: pieces.length > keep };
   }
 
   /** FlagEmbedding's `convert_id_to_token` for one id: `tokenizer.decode([id])` ("▁What" → "What"). */
