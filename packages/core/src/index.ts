@@ -42,6 +42,7 @@ export {
   defaultCacheDir,
   type DownloadProgress,
   type HubOptions,
+  type HubTransferLimits,
   type ModelFileSpec,
   type ResolvedModelFiles,
   type CliProgress,

@@ -15,8 +15,9 @@
  * misread the other's lock (proper-lockfile would even delete Python's file as "stale").
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, relative } from 'node:path';
+import { ensureDirectory, fsError } from '../util/fs-errors.js';
 import { assertSafeToken, isCommitHash, joinInside, repoFolderName } from './paths.js';
 
 /** True when `p` exists and is (or, through symlinks, points to) a regular file. */
@@ -30,10 +31,15 @@ export async function isFile(p: string): Promise<boolean> {
 
 /** Writes `data` to `path` through a temp file and a rename, so readers never see half a file. */
 async function writeAtomic(path: string, data: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await ensureDirectory(dirname(path));
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw fsError(err, 'write the cache file', path);
+  }
 }
 
 /** Paths and operations of one repo's folder in the cache. All names passed in must be validated. */
@@ -107,8 +113,10 @@ export class RepoCache {
   /** Records that the repo has no `path` at `commit` (huggingface_hub's `.no_exist` marker). */
   async markMissing(commit: string, path: string): Promise<void> {
     const marker = joinInside(this.root, '.no_exist', commit, ...path.split('/'));
-    await mkdir(dirname(marker), { recursive: true });
-    await writeFile(marker, '');
+    await ensureDirectory(dirname(marker));
+    await writeFile(marker, '').catch((err) => {
+      throw fsError(err, 'write the cache file', marker);
+    });
   }
 
   /**
@@ -120,20 +128,22 @@ export class RepoCache {
   async linkSnapshot(etag: string, commit: string, path: string, link: typeof symlink = symlink): Promise<string> {
     const blob = this.blobPath(etag);
     const pointer = this.pointerPath(commit, path);
-    await mkdir(dirname(pointer), { recursive: true });
+    await ensureDirectory(dirname(pointer));
     const tmp = `${pointer}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
       await link(relative(dirname(pointer), blob), tmp, 'file');
     } catch {
       await rm(tmp, { force: true });
-      await copyFile(blob, tmp);
+      await copyFile(blob, tmp).catch((err) => {
+        throw fsError(err, 'write the cache file', pointer);
+      });
     }
     try {
       await rename(tmp, pointer);
     } catch (err) {
       await rm(tmp, { force: true });
       // Another process may have won the race with an identical link: that is fine.
-      if (!(await isFile(pointer))) throw err;
+      if (!(await isFile(pointer))) throw fsError(err, 'write the cache file', pointer);
     }
     return pointer;
   }

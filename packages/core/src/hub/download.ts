@@ -9,17 +9,19 @@
  *
  * A blob therefore only ever appears complete and verified; readers never see partial content.
  */
-import { mkdir, open, rename, stat, truncate } from 'node:fs/promises';
+import { open, rename, rm, stat, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { M3Error } from '../errors.js';
 import { isFile, type RepoCache } from './cache.js';
 import type { HubSettings } from './config.js';
 import { abortedError, HubRequestError, networkReason, openContent, type FileMetadata, type FileRequest } from './hub-client.js';
-import { verifyDownload } from './integrity.js';
+import { assertVerifiable, integrityError, verifyDownload } from './integrity.js';
 import { withBlobLock } from './lock.js';
 import { createReporter, type ProgressReporter } from './progress.js';
 import { anySignal } from './signals.js';
+import { TRANSFER_LIMIT_ENV, transferDeadline, TransferWatch, type TransferLimits } from './transfer-limits.js';
+import { describeFsError, ensureDirectory } from '../util/fs-errors.js';
 
 /** Everything needed to fetch one blob. */
 export interface BlobJob {
@@ -29,6 +31,8 @@ export interface BlobJob {
   file: FileRequest;
   /** The caller's signal (combined with the batch's fail-fast signal). */
   signal: AbortSignal | undefined;
+  /** Bounds of the transfer (rate, deadline, size). */
+  limits: TransferLimits;
 }
 
 /** Attempts per download after the first, for dropped connections, timeouts and 5xx (huggingface_hub: 5). */
@@ -51,6 +55,9 @@ function waitFor(p: Promise<void>, signal: AbortSignal | undefined): Promise<voi
 
 /** Makes sure `blobs/<etag>` exists and is verified, downloading it at most once across callers. */
 export async function ensureBlob(job: BlobJob): Promise<void> {
+  // A blob is named by its content hash; without one, neither the download nor a blob found
+  // under that name could be checked.
+  assertVerifiable(job.meta, job.file);
   const blob = job.cache.blobPath(job.meta.etag);
   for (;;) {
     if (await isFile(blob)) return;
@@ -109,44 +116,70 @@ async function fileSize(p: string): Promise<number> {
   }
 }
 
-/** Fills `tmp` up to the expected size, resuming and retrying. Returns when the server sent everything. */
+/** What is known of the file's length: from the HEAD, else learnt from a GET's headers. */
+interface ExpectedSize {
+  bytes: number | undefined;
+  /** Where `bytes` came from, for messages. */
+  source: string;
+}
+
+/**
+ * Fills `tmp` up to the expected size, resuming and retrying. Returns when the server sent
+ * everything. The whole transfer (all attempts) runs under the deadline of {@link TransferLimits}.
+ */
 async function fetchToTemp(job: BlobJob, tmp: string, signal: AbortSignal): Promise<void> {
-  const { meta, file, settings } = job;
-  await mkdir(dirname(tmp), { recursive: true });
+  const { meta, file, settings, limits } = job;
+  await ensureDirectory(dirname(tmp));
   await (await open(tmp, 'a')).close(); // exists even for an empty file, which needs no GET
   const reporter = createReporter(settings.onProgress, { file: file.path, repo: file.repo, bytesTotal: meta.size });
+  const expected: ExpectedSize = { bytes: meta.size, source: meta.size === undefined ? '' : 'the metadata (HEAD)' };
+  const deadline = transferDeadline(
+    limits.deadlineMs,
+    () =>
+      new M3Error(
+        'HUB_ERROR',
+        `the download of ${file.repo}/${file.path} took longer than the deadline of ${limits.deadlineMs / 1000} s ` +
+          `(set ${TRANSFER_LIMIT_ENV.deadlineMs} in seconds to change it). The partial file ${tmp} is kept; the next download resumes from it.`,
+        { file: file.path },
+      ),
+  );
+  const all = anySignal([signal, deadline.signal]) ?? signal;
   let failures = 0;
-  for (;;) {
-    let offset = await fileSize(tmp);
-    if (meta.size !== undefined && offset > meta.size) {
-      await truncate(tmp, 0); // longer than the file can be: not a prefix of it
-      offset = 0;
-    }
-    if (meta.size !== undefined && offset === meta.size) {
-      reporter.finish(offset);
-      return;
-    }
-    try {
-      const done = await fetchOnce(job, tmp, offset, signal, reporter);
-      if (meta.size === undefined || done >= meta.size) {
-        reporter.finish(done);
+  try {
+    for (;;) {
+      let offset = await fileSize(tmp);
+      if (expected.bytes !== undefined && offset > expected.bytes) {
+        await truncate(tmp, 0); // longer than the file can be: not a prefix of it
+        offset = 0;
+      }
+      if (expected.bytes !== undefined && offset === expected.bytes) {
+        reporter.finish(offset);
         return;
       }
-      throw new HubRequestError(`the connection closed after ${done} of ${meta.size} bytes of ${file.repo}/${file.path}`, { transient: true }, { file: file.path });
-    } catch (err) {
-      if (signal.aborted) throw signal.reason ?? err;
-      const transient = err instanceof HubRequestError && err.info.transient;
-      if (!transient) throw err;
-      if (++failures > MAX_RETRIES) {
-        throw new M3Error(
-          'HUB_ERROR',
-          `download of ${file.repo}/${file.path} failed after ${failures} attempts: ${(err as Error).message}. ` +
-            `The partial file ${tmp} is kept; the next download resumes from it.`,
-          { file: file.path, cause: err },
-        );
+      try {
+        const done = await fetchOnce(job, tmp, offset, all, reporter, expected);
+        if (expected.bytes === undefined || done >= expected.bytes) {
+          reporter.finish(done);
+          return;
+        }
+        throw new HubRequestError(`the connection closed after ${done} of ${expected.bytes} bytes of ${file.repo}/${file.path}`, { transient: true }, { file: file.path });
+      } catch (err) {
+        if (all.aborted) throw all.reason ?? err;
+        const transient = err instanceof HubRequestError && err.info.transient;
+        if (!transient) throw err;
+        if (++failures > MAX_RETRIES) {
+          throw new M3Error(
+            'HUB_ERROR',
+            `download of ${file.repo}/${file.path} failed after ${failures} attempts: ${(err as Error).message}. ` +
+              `The partial file ${tmp} is kept; the next download resumes from it.`,
+            { file: file.path, cause: err },
+          );
+        }
+        await sleep(backoffMs(failures), undefined, { signal: all }).catch(() => {});
       }
-      await sleep(backoffMs(failures), undefined, { signal }).catch(() => {});
     }
+  } finally {
+    deadline.clear();
   }
 }
 
@@ -154,89 +187,156 @@ function interrupted(file: FileRequest, reason: string, cause: unknown): HubRequ
   return new HubRequestError(`the download of ${file.repo}/${file.path} was interrupted (${reason})`, { transient: true }, { file: file.path, cause });
 }
 
-/** Parses `Content-Range: bytes START-END/TOTAL` and returns START. */
-function rangeStart(header: string | null): number | undefined {
-  const m = header ? /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header.trim()) : null;
+/** Parses `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`). */
+function contentRange(header: string | null): { start: number; total: number | undefined } | undefined {
+  const m = header ? /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header.trim()) : null;
+  return m ? { start: Number(m[1]), total: m[2] === '*' ? undefined : Number(m[2]) } : undefined;
+}
+
+/** `Content-Range: bytes * /TOTAL` of a 416. */
+function unsatisfiedTotal(header: string | null): number | undefined {
+  const m = header ? /^bytes \*\/(\d+)$/.exec(header.trim()) : null;
   return m ? Number(m[1]) : undefined;
+}
+
+function headerSize(res: Response, name: string): number | undefined {
+  const v = res.headers.get(name);
+  return v !== null && /^\s*\d{1,15}\s*$/.test(v) ? Number(v) : undefined;
+}
+
+/**
+ * A size the GET announced: checked against what is known (HEAD, an earlier GET), or learnt
+ * when nothing was. A disagreement means the server (or a proxy) is inconsistent about the file:
+ * INTEGRITY, the partial file deleted, no retry (it would only disagree again).
+ */
+async function checkAnnouncedSize(job: BlobJob, tmp: string, expected: ExpectedSize, announced: number, what: string): Promise<void> {
+  if (expected.bytes === undefined) {
+    expected.bytes = announced;
+    expected.source = what;
+    return;
+  }
+  if (announced !== expected.bytes) {
+    await rm(tmp, { force: true });
+    throw integrityError(job.file, 'size', expected.bytes, `${announced} (${what} disagrees with ${expected.source})`);
+  }
 }
 
 /**
  * One GET from `offset`, appended to `tmp`. Handles a server that ignores Range (200: start
- * over), one that answers another range (restart), and 416 (our prefix is not valid: restart).
- * A stall longer than the idle timeout aborts the request as a transient error.
+ * over), one that answers another range (restart), 416 (our prefix is not valid: restart), and
+ * a content-encoded partial response (its bytes are not the file's: restart without Range).
+ * Sizes the response announces are checked against the expected size. A stall or a rate below
+ * the minimum aborts the request as a transient error.
  */
-async function fetchOnce(job: BlobJob, tmp: string, offset: number, signal: AbortSignal, reporter: ProgressReporter): Promise<number> {
-  const { meta, file, settings } = job;
-  const idle = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => idle.abort(), settings.idleTimeoutMs);
-  };
-  const restart = async (why: string): Promise<never> => {
+async function fetchOnce(
+  job: BlobJob,
+  tmp: string,
+  offset: number,
+  signal: AbortSignal,
+  reporter: ProgressReporter,
+  expected: ExpectedSize,
+): Promise<number> {
+  const { meta, file, settings, limits } = job;
+  const watch = new TransferWatch(limits);
+  const restart = async (res: Response, why: string): Promise<never> => {
+    await res.body?.cancel().catch(() => {});
     await truncate(tmp, 0);
     throw new HubRequestError(`${why}; restarting ${file.repo}/${file.path} from the beginning`, { transient: true }, { file: file.path });
   };
-  arm();
-  try {
-    const res = await openContent(settings, file, meta.downloadUrl, offset, anySignal([signal, idle.signal]));
-    let start = offset;
-    if (res.status === 416) {
+  const announced = async (res: Response, size: number, what: string): Promise<void> => {
+    try {
+      await checkAnnouncedSize(job, tmp, expected, size, what);
+    } catch (err) {
       await res.body?.cancel().catch(() => {});
-      return await restart(`the server refused to resume at byte ${offset}`);
+      throw err;
+    }
+  };
+  try {
+    const res = await openContent(settings, file, meta.downloadUrl, offset, anySignal([signal, watch.signal]));
+    let start = offset;
+    const encoding = res.headers.get('content-encoding')?.trim().toLowerCase();
+    const encoded = encoding !== undefined && encoding !== '' && encoding !== 'identity';
+    if (res.status === 416) {
+      const total = unsatisfiedTotal(res.headers.get('content-range'));
+      if (total !== undefined) await announced(res, total, 'the size in the 416 response');
+      return await restart(res, `the server refused to resume at byte ${offset}`);
     }
     if (res.status === 206) {
-      if (rangeStart(res.headers.get('content-range')) !== offset) {
-        await res.body?.cancel().catch(() => {});
-        return await restart(`the server answered another range than bytes=${offset}-`);
+      const range = contentRange(res.headers.get('content-range'));
+      if (range?.start !== offset) return await restart(res, `the server answered another range than bytes=${offset}-`);
+      // A range of a compressed representation is not a range of the file.
+      if (encoded) return await restart(res, `the server sent a resumed part with Content-Encoding ${JSON.stringify(encoding)}`);
+      if (range.total !== undefined) await announced(res, range.total, "the total of the GET's Content-Range");
+    } else {
+      if (offset > 0) {
+        await truncate(tmp, 0); // 200: the server ignored Range and sends the whole file
+        start = 0;
       }
-    } else if (offset > 0) {
-      await truncate(tmp, 0); // 200: the server ignored Range and sends the whole file
-      start = 0;
+      const length = encoded ? undefined : headerSize(res, 'content-length');
+      if (length !== undefined) await announced(res, length, "the GET's Content-Length");
     }
-    return await appendBody(res, tmp, start, { job, reporter, arm });
+    return await appendBody(res, tmp, start, { job, reporter, watch, expected });
   } catch (err) {
     if (signal.aborted) throw err;
-    // A stall: check before M3Error, since fetch reports our idle abort as an abort.
-    if (idle.signal.aborted) throw interrupted(file, `no data for ${settings.idleTimeoutMs} ms`, err);
+    // Too slow: check before M3Error, since fetch reports our abort as an abort.
+    const slow = watch.reason();
+    if (slow !== undefined) throw interrupted(file, slow, err);
     if (err instanceof M3Error) throw err;
     // undici reports a dropped connection as TypeError('terminated') (cause: 'other side closed').
     throw interrupted(file, networkReason(err), err);
   } finally {
-    clearTimeout(timer);
+    watch.stop();
   }
 }
 
-/** Streams the body to the end of `tmp`; stops early if the server sends more than expected. */
+/**
+ * Streams the body to the end of `tmp`. Stops at the expected size (the integrity check then
+ * rejects the file); with no size known at all, refuses more than the size bound and deletes
+ * the partial file.
+ */
 async function appendBody(
   res: Response,
   tmp: string,
   start: number,
-  ctx: { job: BlobJob; reporter: ProgressReporter; arm: () => void },
+  ctx: { job: BlobJob; reporter: ProgressReporter; watch: TransferWatch; expected: ExpectedSize },
 ): Promise<number> {
-  const { meta, file } = ctx.job;
+  const { file, limits } = ctx.job;
   if (!res.body) return start;
   const reader = res.body.getReader();
   const fh = await open(tmp, 'a');
   let done = start;
   let complete = false;
+  let tooLong = false;
   try {
     ctx.reporter.update(done);
     for (;;) {
       const { value, done: end } = await reader.read();
       if (end) break;
-      ctx.arm();
+      ctx.watch.bytes(value.byteLength);
+      const bound = ctx.expected.bytes ?? limits.maxUnknownSizeBytes;
+      // Never write past the bound: a body may be endless.
+      const room = Math.max(0, bound + 1 - done);
+      const piece = value.byteLength > room ? value.subarray(0, room) : value;
       try {
-        await fh.write(value);
+        await fh.write(piece);
       } catch (err) {
-        throw new M3Error('HUB_ERROR', `cannot write ${tmp} (${(err as Error).message}) while downloading ${file.repo}/${file.path}`, { file: file.path, cause: err });
+        throw new M3Error('HUB_ERROR', `cannot write ${tmp} while downloading ${file.repo}/${file.path}: ${describeFsError(err)}`, { file: file.path, cause: err });
       }
-      done += value.byteLength;
+      done += piece.byteLength;
       ctx.reporter.update(done);
-      if (meta.size !== undefined && done > meta.size) {
-        await reader.cancel().catch(() => {}); // too long: the integrity check will reject it
+      if (done > bound) {
+        tooLong = ctx.expected.bytes === undefined;
+        await reader.cancel().catch(() => {}); // too long: the integrity check rejects it
         break;
       }
+    }
+    if (tooLong) {
+      throw new M3Error(
+        'HUB_ERROR',
+        `the server sent more than ${limits.maxUnknownSizeBytes} bytes for ${file.repo}/${file.path} without saying its size; ` +
+          `refusing it (set ${TRANSFER_LIMIT_ENV.maxUnknownSizeBytes} to allow larger files). The partial file was deleted.`,
+        { file: file.path },
+      );
     }
     complete = true;
     await fh.datasync(); // the rename that publishes the blob must not outrun its content
@@ -244,5 +344,6 @@ async function appendBody(
   } finally {
     if (!complete) await reader.cancel().catch(() => {});
     await fh.close();
+    if (tooLong) await rm(tmp, { force: true });
   }
 }

@@ -2,7 +2,7 @@
  * Hugging Face Hub download with huggingface_hub's cache layout: resume, integrity checks,
  * cross-process locking, offline mode and progress. Re-exported by the package index.
  */
-export type { DownloadProgress, HubOptions, ModelDtype, ModelFileSpec, ResolvedModelFiles } from './types.js';
+export type { DownloadProgress, HubOptions, HubTransferLimits, ModelDtype, ModelFileSpec, ResolvedModelFiles } from './types.js';
 export { downloadFiles, isRepoId, resolveModelFiles } from './resolve-model.js';
 export {
   BGE_M3_ONNX,

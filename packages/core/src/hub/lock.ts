@@ -8,11 +8,11 @@
  * return without ever locking; so a second process waits for the first one's download instead
  * of downloading the same gigabytes again. Polling also lets the caller's AbortSignal end the wait.
  */
-import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import { M3Error } from '../errors.js';
+import { ensureDirectory } from '../util/fs-errors.js';
 
 export interface BlobLockOptions {
   /** Ends the wait (the error is the signal's reason). */
@@ -37,7 +37,7 @@ export async function withBlobLock<T>(
 ): Promise<T | undefined> {
   const { signal, alreadyDone, pollMs = 100, staleMs = 15_000 } = options;
   const lost = new AbortController();
-  await mkdir(dirname(lockPath), { recursive: true });
+  await ensureDirectory(dirname(lockPath));
   let release: (() => Promise<void>) | undefined;
   while (!release) {
     signal?.throwIfAborted();

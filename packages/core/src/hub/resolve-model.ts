@@ -16,6 +16,7 @@ import { ensureBlob } from './download.js';
 import { fetchMetadata, HubRequestError, type FileRequest } from './hub-client.js';
 import { assertRepoFilePath, assertRepoId, assertRevision, isCommitHash, looksLikeRepoId } from './paths.js';
 import { anySignal } from './signals.js';
+import { resolveTransferLimits, type TransferLimits } from './transfer-limits.js';
 import type { HubOptions, ModelFileSpec, ResolvedModelFiles } from './types.js';
 
 /** Files resolved at once per call; HEADs are latency-bound, and a few parallel downloads fill a link. */
@@ -58,7 +59,7 @@ class CacheMiss extends Error {
 }
 
 /** One file → its snapshot path, or undefined for an optional file the repo does not have. */
-async function resolveOne(spec: ModelFileSpec, settings: HubSettings, signal: AbortSignal): Promise<ResolvedEntry | undefined> {
+async function resolveOne(spec: ModelFileSpec, settings: HubSettings, limits: TransferLimits, signal: AbortSignal): Promise<ResolvedEntry | undefined> {
   const f: FileRequest = { repo: spec.repo, revision: spec.revision ?? settings.revision, path: spec.path };
   const cache = new RepoCache(settings.cacheDir, f.repo);
   const entry = (path: string, commit: string): ResolvedEntry => ({ spec, revision: f.revision, path, commit, snapshotDir: cache.snapshotDir(commit) });
@@ -97,7 +98,7 @@ async function resolveOne(spec: ModelFileSpec, settings: HubSettings, signal: Ab
   await cache.writeRef(f.revision, meta.commit);
   const pointer = cache.pointerPath(meta.commit, f.path);
   if (await isFile(pointer)) return entry(pointer, meta.commit);
-  await ensureBlob({ settings, cache, meta, file: f, signal });
+  await ensureBlob({ settings, cache, meta, file: f, signal, limits });
   return entry(await cache.linkSnapshot(meta.etag, meta.commit, f.path), meta.commit);
 }
 
@@ -124,6 +125,7 @@ function validateSpecs(specs: ModelFileSpec[]): ModelFileSpec[] {
 async function resolveAll(specs: ModelFileSpec[], options: HubOptions): Promise<ResolvedEntry[]> {
   const unique = validateSpecs(specs);
   const settings = resolveSettings(options);
+  const limits = resolveTransferLimits(settings, options);
   if (settings.signal?.aborted) throw new M3Error('ABORTED', 'download aborted before it started', { cause: settings.signal.reason });
   if (settings.offline) {
     // Local lookups only: cheap, so run them all and report every missing file at once.
@@ -131,7 +133,7 @@ async function resolveAll(specs: ModelFileSpec[], options: HubOptions): Promise<
     const missing: FileRequest[] = [];
     for (const spec of unique) {
       try {
-        const r = await resolveOne(spec, settings, settings.signal ?? new AbortController().signal);
+        const r = await resolveOne(spec, settings, limits, settings.signal ?? new AbortController().signal);
         if (r) results.push(r);
       } catch (err) {
         if (!(err instanceof CacheMiss)) throw err;
@@ -150,7 +152,7 @@ async function resolveAll(specs: ModelFileSpec[], options: HubOptions): Promise<
     while (firstError === undefined && next < unique.length) {
       const i = next++;
       try {
-        results[i] = await resolveOne(unique[i], settings, signal);
+        results[i] = await resolveOne(unique[i], settings, limits, signal);
       } catch (err) {
         if (firstError === undefined) {
           firstError = err;

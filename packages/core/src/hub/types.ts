@@ -69,6 +69,29 @@ export interface HubOptions {
   signal?: AbortSignal;
   /** The fetch implementation; default the global `fetch` (undici). */
   fetch?: typeof fetch;
+  /**
+   * Bounds of each file's download (see {@link HubTransferLimits}); each field defaults to its
+   * environment variable, else to the documented default.
+   */
+  limits?: HubTransferLimits;
+}
+
+/**
+ * Bounds that keep a slow, stalled or hostile server from holding a download forever. `0`
+ * disables a bound. A download that trips the idle or rate bound is retried (resuming); the
+ * deadline and the size bound end it.
+ */
+export interface HubTransferLimits {
+  /** Longest wait for the next byte, ms; default `HF_HUB_DOWNLOAD_TIMEOUT` (s), else 10 s. */
+  idleTimeoutMs?: number;
+  /** Minimum average rate over each window of {@link rateWindowMs}, bytes/s; default `BGEM3_HUB_MIN_RATE`, else 1024. */
+  minBytesPerSecond?: number;
+  /** The window of the minimum rate, ms; default `BGEM3_HUB_RATE_WINDOW` (s), else 30 s. */
+  rateWindowMs?: number;
+  /** Longest time for one file's transfer, all attempts together, ms; default `BGEM3_HUB_DEADLINE` (s), else 3 hours. The partial file is kept for the next call. */
+  deadlineMs?: number;
+  /** Largest body accepted when the server gives no size, bytes; default `BGEM3_HUB_MAX_UNKNOWN_SIZE`, else 4 GiB. */
+  maxUnknownSizeBytes?: number;
 }
 
 /** Weights of BAAI/bge-m3: `fp32` (the BAAI ONNX export) or `q8` (Xenova's int8 export). */

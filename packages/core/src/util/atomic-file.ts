@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { FileSystemError, fsError, isErrnoError } from './fs-errors.js';
 
 /** What {@link writeFileAtomic} accepts as content: bytes, text (UTF-8), or (async) iterables of them. */
 export type AtomicFileContent =
@@ -35,11 +36,15 @@ const COALESCE_BYTES = 1 << 20;
 
 const utf8 = new TextEncoder();
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+async function writeAll(fh: FileHandle, bytes: Uint8Array, target: string): Promise<void> {
   let off = 0;
-  while (off < bytes.byteLength) {
-    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off);
-    off += bytesWritten;
+  try {
+    while (off < bytes.byteLength) {
+      const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off);
+      off += bytesWritten;
+    }
+  } catch (err) {
+    throw fsError(err, 'write', target);
   }
 }
 
@@ -72,7 +77,9 @@ export async function fsyncDirectory(dir: string): Promise<void> {
  * so the rename is atomic), flushed with fsync, renamed over `path`, and the directory is then
  * flushed so the rename itself survives a power loss. On any error the temporary file is removed
  * and the error is rethrown; `path` is left untouched. A process killed mid-write leaves only the
- * temporary file behind (never a damaged `path`).
+ * temporary file behind (never a damaged `path`). File-system errors are {@link FileSystemError}s
+ * naming `path` and saying what happened (`no space left on the device (ENOSPC)`); they keep
+ * Node's `code`. Errors thrown by the content's iterator pass through unchanged.
  *
  * Chunks may be (async) iterated lazily, so a large index can be streamed without first being
  * copied into one buffer. Chunks must not be modified until the returned promise resolves.
@@ -86,7 +93,15 @@ export async function writeFileAtomic(
   const dir = dirname(target);
   const tmp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   const doSync = options.fsync !== false;
-  const fh = await open(tmp, 'wx', options.mode ?? 0o644);
+  let fh: FileHandle;
+  try {
+    fh = await open(tmp, 'wx', options.mode ?? 0o644);
+  } catch (err) {
+    if (isErrnoError(err) && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) {
+      throw new FileSystemError('write', target, err, `the directory ${dir} does not exist (${err.code})`);
+    }
+    throw fsError(err, 'write', target);
+  }
   let closed = false;
   try {
     const buf = new Uint8Array(COALESCE_BYTES);
@@ -95,14 +110,14 @@ export async function writeFileAtomic(
       const bytes = typeof piece === 'string' ? utf8.encode(piece) : piece;
       if (bytes.byteLength >= COALESCE_BYTES / 4) {
         if (used > 0) {
-          await writeAll(fh, buf.subarray(0, used));
+          await writeAll(fh, buf.subarray(0, used), target);
           used = 0;
         }
-        await writeAll(fh, bytes);
+        await writeAll(fh, bytes, target);
         return;
       }
       if (used + bytes.byteLength > COALESCE_BYTES) {
-        await writeAll(fh, buf.subarray(0, used));
+        await writeAll(fh, buf.subarray(0, used), target);
         used = 0;
       }
       buf.set(bytes, used);
@@ -115,15 +130,30 @@ export async function writeFileAtomic(
     } else {
       for await (const piece of content) await push(piece);
     }
-    if (used > 0) await writeAll(fh, buf.subarray(0, used));
-    if (doSync) await fh.sync();
-    await fh.close();
-    closed = true;
-    await rename(tmp, target);
+    if (used > 0) await writeAll(fh, buf.subarray(0, used), target);
+    try {
+      if (doSync) await fh.sync();
+      await fh.close();
+      closed = true;
+    } catch (err) {
+      // Delayed write errors (ENOSPC on a network or copy-on-write file system) surface here.
+      throw fsError(err, 'write', target);
+    }
+    try {
+      await rename(tmp, target);
+    } catch (err) {
+      throw fsError(err, 'replace', target);
+    }
   } catch (err) {
     if (!closed) await fh.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  if (doSync) await fsyncDirectory(dir);
+  if (doSync) {
+    try {
+      await fsyncDirectory(dir);
+    } catch (err) {
+      throw fsError(err, 'flush the directory', dir);
+    }
+  }
 }

@@ -4,8 +4,14 @@
  * a CDN for LFS files, Range, 401/404 with X-Error-Code), plus fault injection for tests:
  * dropped connections, stalls, corrupted bytes, header overrides, ignored Range, a gate that
  * holds every content response, and a log of every request.
+ *
+ * Hostile modes (a broken or malicious Hub or CDN): `slow` (a trickle of bytes), `endless` (a
+ * body that never ends), `sizes` (lying or missing sizes in HEAD and GET, a body shorter or
+ * longer than announced), `etag` (an etag that is not a content hash) and `gzipRange` (resumed
+ * parts sent as a range of a gzip stream, as a misconfigured proxy does).
  */
 import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -63,6 +69,21 @@ export interface Faults {
   ignoreRange?: boolean;
   /** Every content response waits for this promise. */
   gate?: Promise<void>;
+  /** Sends the content `bytes` bytes (default 1) every `intervalMs` ms, until done or the client leaves. */
+  slow?: { file: string; intervalMs: number; bytes?: number };
+  /** The GET body never ends: chunks of `chunkBytes` (default 16 KiB) of garbage, no Content-Length. */
+  endless?: { file: string; chunkBytes?: number };
+  /**
+   * Lying or missing sizes. `head`: the size the HEAD announces (X-Linked-Size for LFS files,
+   * Content-Length otherwise), `null` to send none. `contentLength`: the GET's Content-Length,
+   * `null` to send none (chunked). `rangeTotal`: the total in a 206's Content-Range. `body`: the
+   * number of bytes actually sent (the content cut, or padded with `x`).
+   */
+  sizes?: { file: string; head?: number | null; contentLength?: number | null; rangeTotal?: number; body?: number };
+  /** An etag that is not a content hash: replaces X-Linked-Etag (LFS) or ETag (regular file). */
+  etag?: { file: string; value: string };
+  /** Answers Range requests with that range of the gzipped file and `Content-Encoding: gzip`. */
+  gzipRange?: { file: string };
 }
 
 export const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -217,20 +238,25 @@ export class FakeHub {
     if (!file) {
       return send(404, { 'X-Error-Code': 'EntryNotFound', 'X-Repo-Commit': commit, 'X-Error-Message': 'Entry not found' }, 'Entry not found');
     }
-    const override = this.faults.headers?.file === path ? this.faults.headers.set : {};
+    const override: Record<string, string | number> = this.faults.headers?.file === path ? { ...this.faults.headers.set } : {};
+    if (this.faults.etag?.file === path) override[file.lfs ? 'X-Linked-Etag' : 'ETag'] = `"${this.faults.etag.value}"`;
+    const lie = this.faults.sizes?.file === path ? this.faults.sizes : undefined;
     if (file.lfs) {
       const base = this.cdnBase ?? this.url;
       const mode = this.options.lfsRedirect ?? 'absolute';
       const location =
         mode === 'relative' ? `/cdn/${file.sha256}` : mode === 'chain' ? `${base}/cdn-hop/${file.sha256}` : `${base}/cdn/${file.sha256}`;
-      return send(302, {
+      const head: Record<string, string | number> = {
         Location: location,
         'X-Repo-Commit': commit,
         'X-Linked-Etag': `"${file.sha256}"`,
         'X-Linked-Size': file.content.length,
         ETag: `"${lfsPointerSha1(file)}"`,
         ...override,
-      });
+      };
+      if (lie?.head === null) delete head['X-Linked-Size'];
+      else if (lie?.head !== undefined) head['X-Linked-Size'] = lie.head;
+      return send(302, head);
     }
     return this.serveContent(req, res, file, rec, { 'X-Repo-Commit': commit, ETag: `"${file.gitSha1}"`, ...override });
   }
@@ -263,21 +289,63 @@ export class FakeHub {
       headers = { ...headers, 'Content-Range': `bytes ${start}-${end}/${size}` };
     }
     headers = { ...headers, 'Content-Length': end - start + 1, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' };
+    const lie = f.sizes?.file === file.path ? f.sizes : undefined;
     rec.status = status;
     if (req.method === 'HEAD') {
+      if (lie?.head === null) delete headers['Content-Length'];
+      else if (lie?.head !== undefined) headers['Content-Length'] = lie.head;
       res.writeHead(status, headers);
+      // Without a Content-Length, Node would announce chunked encoding; a HEAD has no body anyway.
       res.end();
       return;
     }
     rec.body = true;
+    if (f.endless?.file === file.path) {
+      delete headers['Content-Length'];
+      if (f.gate) await f.gate;
+      res.writeHead(status, headers);
+      const chunk = Buffer.alloc(f.endless.chunkBytes ?? 16 * 1024, 0x78);
+      let open = true;
+      res.on('close', () => (open = false));
+      while (open) {
+        if (!res.write(chunk)) await new Promise<void>((r) => (res.once('drain', r), res.once('close', r)));
+      }
+      return;
+    }
     if (f.corrupt && f.corrupt.file === file.path) {
       content = Buffer.from(content);
       content[f.corrupt.offset] ^= 0xff;
       if ((f.corrupt.times = (f.corrupt.times ?? 1) - 1) <= 0) f.corrupt = undefined;
     }
-    const body = content.subarray(start, end + 1);
+    let body = content.subarray(start, end + 1);
+    if (f.gzipRange?.file === file.path && status === 206) {
+      // A range of the compressed representation, as a proxy that compresses and then serves
+      // ranges of its own output does: not a range of the file.
+      const gz = gzipSync(content);
+      body = gz.subarray(Math.min(start, gz.length - 1));
+      headers = { ...headers, 'Content-Encoding': 'gzip', 'Content-Length': body.length, 'Content-Range': `bytes ${start}-${start + body.length - 1}/${size}` };
+    }
+    if (lie?.contentLength === null) delete headers['Content-Length'];
+    else if (lie?.contentLength !== undefined) headers['Content-Length'] = lie.contentLength;
+    if (lie?.rangeTotal !== undefined && status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${lie.rangeTotal}`;
+    if (lie?.body !== undefined && status === 200) {
+      body = lie.body <= body.length ? body.subarray(0, lie.body) : Buffer.concat([body, Buffer.alloc(lie.body - body.length, 0x78)]);
+    }
     if (f.gate) await f.gate;
     res.writeHead(status, headers);
+    if (f.slow && f.slow.file === file.path) {
+      const { intervalMs, bytes = 1 } = f.slow;
+      let off = 0;
+      let open = true;
+      res.on('close', () => (open = false));
+      while (open && off < body.length) {
+        res.write(body.subarray(off, off + bytes));
+        off += bytes;
+        await new Promise((r) => setTimeout(r, intervalMs));
+      }
+      if (open) res.end();
+      return;
+    }
     if (f.dropAfter && f.dropAfter.file === file.path) {
       const n = f.dropAfter.bytes;
       if ((f.dropAfter.times = (f.dropAfter.times ?? 1) - 1) <= 0) f.dropAfter = undefined;
