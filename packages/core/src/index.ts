@@ -31,6 +31,7 @@ export {
 } from './scoring/weights.js';
 export { computeScore, type ComputeScoreOptions, type ScorePair } from './scoring/compute-score.js';
 export * from './store/index.js';
+export { ColbertCodec, COLBERT_STORAGES, DEFAULT_COLBERT_STORAGE, checkColbertStorage, colbertBytesPerVector, type ColbertStorage } from './store/colbert-codec.js';
 export { sparseToRecord, sparseFromRecord } from './scoring/sparse-convert.js';
 export { resolveModel, DEFAULT_MODEL, type ResolveOptions, type ResolvedModel } from './model/resolve.js';
 export {
@@ -49,7 +50,7 @@ export {
 } from './hub/index.js';
 export { SparseIndex, M3_VOCAB_SIZE, type SparseIndexOptions, type SparseSearchOptions, type SparseDoc } from './retrieval/sparse-index.js';
 export { DenseIndex, type DenseIndexOptions, type DenseSearchOptions } from './retrieval/dense-index.js';
-export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions } from './retrieval/colbert-store.js';
+export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions, type PackedColbert, type RawColbert } from './retrieval/colbert-store.js';
 export { maxSim, maxSimStored, maxSimPacked, maxSimReference, type MaxSimOptions } from './retrieval/maxsim.js';
 export { M3Index, assertTextEncoder3, type M3IndexOptions, type M3IndexLoadOptions } from './retrieval/m3-index.js';
 export { releaseScratchMemory } from './retrieval/scratch.js';
