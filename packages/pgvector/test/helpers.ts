@@ -1,8 +1,17 @@
-/** Shared test helpers: the fixture model, a corpus, an in-process PGlite and comparisons. */
+/**
+ * Shared test helpers: the fixture model, a corpus, the test database and comparisons.
+ *
+ * The database is an in-process PGlite, or the PostgreSQL server of `BGEM3_PG_URL` (a
+ * connection string, e.g. `postgres://postgres:pw@127.0.0.1:5432/bgem3`) when it is set: the
+ * same tests then run against that server, in tables named with a per-run prefix that are
+ * dropped at the end.
+ */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { M3Encoder, type EncodeResult, type M3SearchResult, type SparseVector } from '@bgem3/core';
-import { openPglite, type OpenedPglite } from '../src/index.js';
+import pg from 'pg';
+import { openPglite, pgClient, type OpenedPglite, type SqlClient } from '../src/index.js';
 
 /** BGE-M3's architecture with hidden size 32, vocabulary 3002 and random weights: exactness, not relevance. */
 export const FIXTURE = fileURLToPath(new URL('../../../test/fixtures/tiny-m3-A', import.meta.url));
@@ -19,6 +28,55 @@ let pglite: Promise<OpenedPglite> | undefined;
 export function sharedPglite(): Promise<OpenedPglite> {
   pglite ??= openPglite();
   return pglite;
+}
+
+/** The external server's connection string, when the suite runs against one. */
+export const PG_URL: string | undefined = process.env.BGEM3_PG_URL || undefined;
+
+/** A per-process prefix for table names: runs against a shared server never collide. */
+export const RUN = `r${randomBytes(3).toString('hex')}`;
+
+/** The database the tests use: PGlite, or the server of `BGEM3_PG_URL`. */
+export interface TestDatabase {
+  client: SqlClient;
+  /** True on an external server (BGEM3_PG_URL). */
+  external: boolean;
+  /** The pg.Pool on an external server. */
+  pool?: pg.Pool;
+  /** Drops the tables this process created (external server) and closes. */
+  close(): Promise<void>;
+}
+
+let database: Promise<TestDatabase> | undefined;
+/** The shared test database of this process (see the file comment). */
+export function sharedDatabase(): Promise<TestDatabase> {
+  database ??= (async (): Promise<TestDatabase> => {
+    if (!PG_URL) {
+      const lite = await sharedPglite();
+      return { client: lite.client, external: false, close: () => lite.close() };
+    }
+    const pool = new pg.Pool({ connectionString: PG_URL, max: 6 });
+    const client = pgClient(pool);
+    return {
+      client,
+      external: true,
+      pool,
+      async close() {
+        await dropRunTables(client);
+        await pool.end();
+      },
+    };
+  })();
+  return database;
+}
+
+/** Drops every table of this run (name starting with {@link RUN}, in any schema). */
+export async function dropRunTables(client: SqlClient): Promise<void> {
+  const rows = await client.query<{ t: string }>(
+    `SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables WHERE tablename LIKE $1`,
+    [`${RUN}%`],
+  );
+  if (rows.length) await client.query(`DROP TABLE IF EXISTS ${rows.map((r) => r.t).join(', ')} CASCADE`);
 }
 
 /** Twenty-four short passages in six languages, with stable ids and metadata. */
