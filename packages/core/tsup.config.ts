@@ -3,7 +3,7 @@ import { defineConfig } from 'tsup';
 // The library ships ESM and CJS with types; the CLI (top-level await) and the worker entry are ESM only.
 export default defineConfig([
   {
-    entry: { index: 'src/index.ts' },
+    entry: { index: 'src/index.ts', 'server/index': 'src/server/index.ts' },
     format: ['esm', 'cjs'],
     dts: true,
     sourcemap: true,

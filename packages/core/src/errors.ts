@@ -16,7 +16,8 @@ export type M3ErrorCode =
   | 'OFFLINE_MISS' // offline mode and the cache lacks a needed file
   | 'INTEGRITY' // a downloaded file's size or sha256 does not match
   | 'ABORTED' // the caller's AbortSignal fired
-  | 'WORKER_FAILED'; // an encoder worker thread died
+  | 'WORKER_FAILED' // an encoder worker thread died
+  | 'REMOTE_FAILED'; // an M3 server (RemoteEncoder's endpoint) was unreachable, timed out or answered an error
 
 /** Base error of @bgem3/core: a message a user can act on plus a stable {@link M3ErrorCode}. */
 export class M3Error extends Error {

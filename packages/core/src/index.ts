@@ -65,3 +65,4 @@ export {
 export { type ScoredId } from './retrieval/topk.js';
 export { m3Rerank, type M3Encoded, type M3RerankHit, type M3RerankOptions } from './retrieval/m3-rerank.js';
 export { writeFileAtomic, fsyncDirectory } from './util/atomic-file.js';
+export { RemoteEncoder, type RemoteEncoderOptions } from './remote/index.js';

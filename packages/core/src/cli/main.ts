@@ -9,6 +9,7 @@ import { registerDownload } from './commands/download.js';
 import { registerEncode } from './commands/encode.js';
 import { registerIndex, registerSearch } from './commands/index-search.js';
 import { registerScore } from './commands/score.js';
+import { registerServe } from './commands/serve.js';
 import { UserError } from './user-error.js';
 
 const program = new Command('bgem3')
@@ -24,6 +25,7 @@ registerScore(program);
 registerIndex(program);
 registerSearch(program);
 registerDownload(program);
+registerServe(program);
 
 function fail(message: string, err?: unknown): never {
   process.stderr.write(`bgem3: ${message.split('\n')[0]}\n`);

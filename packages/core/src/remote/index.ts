@@ -1,0 +1,2 @@
+/** Clients of a `bgem3 serve` server. */
+export { RemoteEncoder, type RemoteEncoderOptions } from './remote-encoder.js';
