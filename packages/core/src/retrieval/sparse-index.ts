@@ -168,6 +168,8 @@ export class SparseIndex {
   readonly modelId: string;
 
   // Main CSR over slots [0, mainSlots): term t's postings are mDocs/mW[mOff[t] .. mOff[t+1]).
+  // Sized by the largest token id indexed so far (termSpace), never by vocabSize: a vocabulary
+  // of 2^30 ids costs nothing until such ids occur.
   private mOff: Int32Array;
   private mDocs = new Int32Array(0);
   private mW = new Float32Array(0);
@@ -194,6 +196,8 @@ export class SparseIndex {
   // Scratch: query position + 1 per token id (0 = not in the query), cleared after each use.
   private qpos: Int32Array | undefined;
   private saving = 0;
+  // 1 + the largest token id in the delta (terms of the main CSR are below mOff.length - 1).
+  private deltaTermSpace = 0;
 
   constructor(options: SparseIndexOptions = {}) {
     const vocabSize = options.vocabSize ?? M3_VOCAB_SIZE;
@@ -204,8 +208,13 @@ export class SparseIndex {
     if (typeof modelId !== 'string' || modelId.length > 4096) invalidArgument('modelId must be a string of at most 4096 characters');
     this.vocabSize = vocabSize;
     this.modelId = modelId;
-    this.mOff = new Int32Array(vocabSize + 1);
-    this.mMax = new Float32Array(vocabSize);
+    this.mOff = new Int32Array(1);
+    this.mMax = new Float32Array(0);
+  }
+
+  // Number of token ids the main CSR covers.
+  private get mainTermSpace(): number {
+    return this.mOff.length - 1;
   }
 
   /** Number of (live) documents. */
@@ -273,10 +282,12 @@ export class SparseIndex {
   /** Removes every document. */
   clear(): void {
     this.assertWritable();
-    this.mOff = new Int32Array(this.vocabSize + 1);
+    this.mOff = new Int32Array(1);
     this.mDocs = new Int32Array(0);
     this.mW = new Float32Array(0);
-    this.mMax = new Float32Array(this.vocabSize);
+    this.mMax = new Float32Array(0);
+    this.deltaTermSpace = 0;
+    this.qpos = undefined;
     this.mainSlots = 0;
     this.mainDead = 0;
     this.dTerms = new Uint32Array(1024);
@@ -325,6 +336,7 @@ export class SparseIndex {
       p++;
     }
     const nnz = p - this.dLen;
+    if (nnz > 0 && terms[p - 1] + 1 > this.deltaTermSpace) this.deltaTermSpace = terms[p - 1] + 1;
     this.dLen = p;
     this.dStart[di + 1] = p;
     this.slotIds[slot] = id;
@@ -336,7 +348,7 @@ export class SparseIndex {
 
   // Whether the lazy rebuild is due (see the file comment for the policy and why).
   private rebuildDue(): boolean {
-    const mainTotal = this.mOff[this.vocabSize];
+    const mainTotal = this.mOff[this.mainTermSpace];
     const deadSlots = this.slotCount - this.idToSlot.size;
     return (
       this.dLen > Math.max(DELTA_MIN, mainTotal >> 5) ||
@@ -357,7 +369,8 @@ export class SparseIndex {
   }
 
   private rebuild(): void {
-    const V = this.vocabSize;
+    const V0 = this.mainTermSpace;
+    const V = Math.max(V0, this.deltaTermSpace);
     const alive = this.slotAlive;
     const remap = new Int32Array(this.slotCount);
     const ids: (string | undefined)[] = [];
@@ -378,9 +391,9 @@ export class SparseIndex {
     // Pass 1: postings per term.
     const off = new Int32Array(V + 1);
     if (this.mainDead === 0) {
-      for (let t = 0; t < V; t++) off[t + 1] = oOff[t + 1] - oOff[t];
+      for (let t = 0; t < V0; t++) off[t + 1] = oOff[t + 1] - oOff[t];
     } else {
-      for (let t = 0; t < V; t++) {
+      for (let t = 0; t < V0; t++) {
         let c = 0;
         for (let p = oOff[t], e = oOff[t + 1]; p < e; p++) if (alive[oDocs[p]]) c++;
         off[t + 1] = c;
@@ -402,7 +415,7 @@ export class SparseIndex {
     const w = new Float32Array(total);
     const max = new Float32Array(V);
     const pos = off.slice(0, V);
-    for (let t = 0; t < V; t++) {
+    for (let t = 0; t < V0; t++) {
       let q = pos[t];
       let m = 0;
       for (let p = oOff[t], e = oOff[t + 1]; p < e; p++) {
@@ -443,6 +456,7 @@ export class SparseIndex {
     this.dW = new Float32Array(1024);
     this.dStart = new Int32Array(16);
     this.dLen = 0;
+    this.deltaTermSpace = 0;
     this.slotIds = ids;
     this.slotNnz = nnz;
     this.slotAlive = aliveNew;
@@ -474,10 +488,13 @@ export class SparseIndex {
   // Brute force over the append buffer: one table lookup per delta posting. Document terms are
   // ascending, so shared terms are met in ascending order: the same sum as a merge.
   private searchDelta(query: SparseVector, heap: TopK, filter: ((id: string) => boolean) | undefined): void {
-    const qpos = (this.qpos ??= new Int32Array(this.vocabSize));
+    // Delta terms are below deltaTermSpace: query terms at or above it match nothing there.
+    if (this.qpos === undefined || this.qpos.length < this.deltaTermSpace) this.qpos = new Int32Array(Math.max(this.deltaTermSpace, 1024));
+    const qpos = this.qpos;
     const qi = query.indices;
     const qv = query.values;
-    for (let p = 0; p < qi.length; p++) if (qv[p] > 0) qpos[qi[p]] = p + 1;
+    const space = qpos.length;
+    for (let p = 0; p < qi.length; p++) if (qv[p] > 0 && qi[p] < space) qpos[qi[p]] = p + 1;
     const dT = this.dTerms;
     const dW = this.dW;
     const dS = this.dStart;
@@ -498,12 +515,13 @@ export class SparseIndex {
       }
       if (hit && heap.accepts(s, slot) && (filter === undefined || filter(this.slotIds[slot] as string))) heap.push(s, slot);
     }
-    for (let p = 0; p < qi.length; p++) qpos[qi[p]] = 0;
+    for (let p = 0; p < qi.length; p++) if (qi[p] < space) qpos[qi[p]] = 0;
   }
 
   // MaxScore over the main CSR (see the file comment).
   private searchMain(query: SparseVector, heap: TopK, filter: ((id: string) => boolean) | undefined): void {
     const mOff = this.mOff;
+    const space = this.mainTermSpace;
     const qi = query.indices;
     const qv = query.values;
     // Query terms with main postings, in ascending token order ("canonical" positions).
@@ -512,7 +530,7 @@ export class SparseIndex {
     for (let p = 0; p < qi.length; p++) {
       const t = qi[p];
       const w = qv[p];
-      if (w > 0 && mOff[t + 1] > mOff[t]) {
+      if (w > 0 && t < space && mOff[t + 1] > mOff[t]) {
         terms.push(t);
         qw.push(w);
       }
@@ -627,6 +645,7 @@ export class SparseIndex {
         for (let p = 0; p < qi.length; p++) {
           if (!(qv[p] > 0)) continue;
           const t = qi[p];
+          if (t >= this.mainTermSpace) continue;
           const pos = find(this.mDocs, this.mOff[t], this.mOff[t + 1], slot);
           if (pos >= 0) s += qv[p] * this.mW[pos];
         }
@@ -659,7 +678,7 @@ export class SparseIndex {
     // Not compact(): a second save may start while the first is pending (nothing can have
     // changed since the first one compacted, so there is nothing to rebuild then).
     if (this.dLen > 0 || this.slotCount !== this.idToSlot.size) this.rebuild();
-    const V = this.vocabSize;
+    const V = this.mainTermSpace;
     const off = this.mOff;
     const termIds: number[] = [];
     const termLens: number[] = [];
@@ -678,7 +697,7 @@ export class SparseIndex {
       {
         kind: 'sparse',
         modelId: this.modelId,
-        vocabSize: V,
+        vocabSize: this.vocabSize,
         docCount: this.slotCount,
         termCount: termIds.length,
         postingCount: postings,
@@ -783,8 +802,13 @@ export class SparseIndex {
     // valid CRC): ascending terms and slots, in-range numbers, finite positive weights.
     const ids = decodeIds(file, idLens, idBytes);
     const index = new SparseIndex({ vocabSize, modelId });
-    const off = index.mOff;
-    const max = index.mMax;
+    // The CSR covers the token ids that occur (checked below vocabSize first), not vocabSize.
+    const space = termCount === 0 ? 0 : termIds[termCount - 1] + 1;
+    if (space > vocabSize) corrupt(file, `term id ${termIds[termCount - 1]} is outside the vocabulary (size ${vocabSize})`);
+    const off = new Int32Array(space + 1);
+    const max = new Float32Array(space);
+    index.mOff = off;
+    index.mMax = max;
     const nnz = new Int32Array(Math.max(16, docCount));
     let p = 0;
     let prevTerm = -1;
@@ -810,7 +834,7 @@ export class SparseIndex {
       max[t] = m;
     }
     if (p !== postingCount) corrupt(file, 'posting-list lengths do not add up to the posting count');
-    for (let x = prevTerm + 1; x <= vocabSize; x++) off[x] = p;
+    for (let x = prevTerm + 1; x <= space; x++) off[x] = p;
     index.mDocs = docs;
     index.mW = weights;
     index.mainSlots = docCount;
