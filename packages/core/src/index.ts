@@ -66,3 +66,33 @@ export { type ScoredId } from './retrieval/topk.js';
 export { m3Rerank, type M3Encoded, type M3RerankHit, type M3RerankOptions } from './retrieval/m3-rerank.js';
 export { writeFileAtomic, fsyncDirectory } from './util/atomic-file.js';
 export { RemoteEncoder, type RemoteEncoderOptions } from './remote/index.js';
+export {
+  checkModel,
+  formatCheckReport,
+  loadCheckReference,
+  parseCheckReference,
+  checkTolerance,
+  judgeFigure,
+  measureDrift,
+  BGE_M3_REFERENCE,
+  MODEL_CARD_SENTENCES_1,
+  MODEL_CARD_SENTENCES_2,
+  Q8_MEASURED_DRIFT,
+  Q8_CPU_MARGIN,
+  REFERENCE_ALLOWANCE,
+  UNIT_NORM_TOLERANCE,
+  type CheckEncoder,
+  type CheckFigure,
+  type CheckOptions,
+  type CheckResult,
+  type CheckReference,
+  type CheckTextRef,
+  type CheckTolerance,
+  type CheckOutput,
+  type DriftReport,
+  type ReferenceBasis,
+  type ReferencePairFigure,
+  type ReferencePrecision,
+  type UniversalCheck,
+  type UniversalCheckName,
+} from './check/index.js';

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { M3Error } from '../errors.js';
+import { registerCheck } from './commands/check.js';
 import { registerDownload } from './commands/download.js';
 import { registerEncode } from './commands/encode.js';
 import { registerIndex, registerSearch } from './commands/index-search.js';
@@ -25,6 +26,7 @@ registerScore(program);
 registerIndex(program);
 registerSearch(program);
 registerDownload(program);
+registerCheck(program);
 registerServe(program);
 
 function fail(message: string, err?: unknown): never {

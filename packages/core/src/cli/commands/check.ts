@@ -1,0 +1,45 @@
+/**
+ * `bgem3 check`: runs BAAI's model-card example through the model and prints each figure beside
+ * the published one (or a `--reference` file's), with deviation and verdict. Exit 0 when all are
+ * within tolerance and the universal checks pass, 1 with one `bgem3: check failed: …` line on
+ * stderr otherwise.
+ */
+import type { Command } from 'commander';
+import { checkModel } from '../../check/check-model.js';
+import { loadCheckReference } from '../../check/reference.js';
+import { formatCheckReport } from '../../check/report.js';
+import type { ModelDtype } from '../../model/layout.js';
+import { addModelOptions, loadEncoder, type ModelFlags } from '../model-options.js';
+
+/** The dtype to judge by: `--dtype`, else q8 when `--onnx` names a quantised graph. */
+function dtypeOf(flags: ModelFlags): ModelDtype | undefined {
+  if (flags.dtype) return flags.dtype;
+  return flags.onnx && /quantized|int8|q8/i.test(flags.onnx) ? 'q8' : undefined;
+}
+
+export function registerCheck(program: Command): void {
+  const cmd = program
+    .command('check')
+    .description(
+      "verify the model: BAAI's published example for BAAI/bge-m3 (or --reference F for another model) plus checks every model must pass; exit 1 when a figure is off",
+    )
+    .option('--json', 'print the result as JSON')
+    .option('--reference <file>', 'JSON file of reference figures for another model (format: see the @bgem3/core README, "Verify your installation")');
+  addModelOptions(cmd).action(async (flags: ModelFlags & { json?: boolean; reference?: string }) => {
+    // Before the model loads: a bad reference file must not cost a model load (or a download).
+    const reference = flags.reference !== undefined ? loadCheckReference(flags.reference) : 'auto';
+    const encoder = await loadEncoder(flags);
+    let result;
+    try {
+      const dtype = dtypeOf(flags);
+      result = await checkModel(encoder, { reference, ...(dtype ? { dtype } : {}) });
+    } finally {
+      await encoder.close();
+    }
+    process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : formatCheckReport(result));
+    if (!result.ok) {
+      process.stderr.write(`bgem3: ${result.summary}\n`);
+      process.exitCode = 1;
+    }
+  });
+}
