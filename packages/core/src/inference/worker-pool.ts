@@ -63,8 +63,10 @@ function workerEntry(): URL {
         `@bgem3/core's dist/inference/encoder-worker.js, or unset it`,
     );
   }
-  // An app bundle in CommonJS form has no import.meta.url; __filename is the bundle there.
-  const here: string | undefined = import.meta.url || (typeof __filename === 'string' ? pathToFileURL(__filename).href : undefined);
+  // An app bundle in CommonJS form of this ES module has no import.meta.url: look next to the
+  // script node runs (the bundle, when run as `node bundle.cjs`). (Not __filename: tsup would
+  // then shim it in the ESM build from import.meta.url, which throws at load in such a bundle.)
+  const here: string | undefined = import.meta.url || (process.argv[1] ? pathToFileURL(resolvePath(process.argv[1])).href : undefined);
   if (here) {
     for (const rel of ['./inference/encoder-worker.js', './encoder-worker.js', '../inference/encoder-worker.js']) {
       const u = new URL(rel, here);
