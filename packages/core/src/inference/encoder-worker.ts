@@ -19,7 +19,14 @@ export interface WorkerRequest {
 export type WorkerReply =
   | {
       type: 'ready';
-      info: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined; attention: AttentionMode };
+      info: {
+        hidden: number;
+        colbertDim: number;
+        maxPositions: number;
+        configVocabSize: number | undefined;
+        vocabRows: number | undefined;
+        attention: AttentionMode;
+      };
     }
   | { type: 'result'; id: number; results: RawOutputs[]; forwardPasses: number }
   | { type: 'error'; id: number; message: string; code?: string; file?: string }
@@ -58,7 +65,7 @@ function lowerPriority(increment: number | undefined): void {
   }
 }
 
-let engine: EncoderEngine;
+let engine: EncoderEngine | undefined;
 try {
   lowerPriority((workerData as EngineSpec).workerNice);
   engine = await EncoderEngine.create(workerData as EngineSpec);
@@ -69,20 +76,27 @@ try {
       colbertDim: engine.colbertDim,
       maxPositions: engine.maxPositions,
       configVocabSize: engine.configVocabSize,
+      vocabRows: engine.vocabRows,
       attention: engine.attention,
     },
   } satisfies WorkerReply);
 } catch (e) {
+  // No process.exit() here: it could end the thread before the message is delivered, and the
+  // pool would then see a bare exit (WORKER_FAILED) instead of the load error. Without a message
+  // listener the thread ends by itself once the message is out.
   port.postMessage({ type: 'init-error', ...errorFields(e) } satisfies WorkerReply);
-  process.exit(1);
+  process.exitCode = 1;
 }
 
-port.on('message', async (req: WorkerRequest) => {
-  if (req.crash) process.exit(70); // ends this thread only, as a crash would
-  try {
-    const results = await engine.run(req.batch, req.want);
-    port.postMessage({ type: 'result', id: req.id, results, forwardPasses: 1 } satisfies WorkerReply, transferables(results));
-  } catch (e) {
-    port.postMessage({ type: 'error', id: req.id, ...errorFields(e) } satisfies WorkerReply);
-  }
-});
+const loaded = engine;
+if (loaded) {
+  port.on('message', async (req: WorkerRequest) => {
+    if (req.crash) process.exit(70); // ends this thread only, as a crash would
+    try {
+      const results = await loaded.run(req.batch, req.want);
+      port.postMessage({ type: 'result', id: req.id, results, forwardPasses: 1 } satisfies WorkerReply, transferables(results));
+    } catch (e) {
+      port.postMessage({ type: 'error', id: req.id, ...errorFields(e) } satisfies WorkerReply);
+    }
+  });
+}

@@ -139,10 +139,34 @@ export class M3Encoder implements TextEncoder3 {
     const spec = { paths, special: tokenizer.special, session, workerNice: nice };
     if (workers === 0) {
       const engine = await EncoderEngine.create(spec);
-      return new M3Encoder({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options });
+      return M3Encoder.checked({ modelId, tokenizer, runner: new InThreadRunner(engine), engineInfo: engine, options }, paths);
     }
     const { pool, info } = await WorkerPoolRunner.create(spec, workers, options.workerFaults);
-    return new M3Encoder({ modelId, tokenizer, runner: pool, engineInfo: { ...info, hidden: info.hidden }, options });
+    return M3Encoder.checked({ modelId, tokenizer, runner: pool, engineInfo: info, options }, paths);
+  }
+
+  /**
+   * Builds the encoder once the tokenizer is known to fit the model: a tokenizer with more tokens
+   * than the embedding table has rows (or than config.json's vocab_size) is refused naming
+   * tokenizer.json, instead of failing inside onnxruntime on the first text that uses such a token.
+   */
+  private static async checked(args: ConstructorParameters<typeof M3Encoder>[0], paths: ModelPaths): Promise<M3Encoder> {
+    const { engineInfo: info, tokenizer } = args;
+    const limit = info.vocabRows ?? info.configVocabSize;
+    const where = info.vocabRows !== undefined ? `the word-embedding table of ${paths.onnx} has` : `${paths.config} (vocab_size) says`;
+    try {
+      if (limit !== undefined && tokenizer.vocabSize > limit) {
+        throw new M3Error(
+          'MODEL_FILE_INVALID',
+          `${paths.tokenizer} has ${tokenizer.vocabSize} tokens but ${where} only ${limit}: tokenizer.json belongs to another model`,
+          { file: paths.tokenizer },
+        );
+      }
+      return new M3Encoder(args);
+    } catch (e) {
+      await args.runner.close().catch(() => undefined);
+      throw e;
+    }
   }
 
   /**
@@ -193,7 +217,14 @@ export class M3Encoder implements TextEncoder3 {
     modelId: string;
     tokenizer: M3Tokenizer;
     runner: BatchRunner;
-    engineInfo: { hidden: number; colbertDim: number; maxPositions: number; configVocabSize: number | undefined; attention: AttentionMode };
+    engineInfo: {
+      hidden: number;
+      colbertDim: number;
+      maxPositions: number;
+      configVocabSize: number | undefined;
+      vocabRows: number | undefined;
+      attention: AttentionMode;
+    };
     options: EncoderOptions;
   }) {
     const { options, engineInfo } = args;
@@ -204,7 +235,7 @@ export class M3Encoder implements TextEncoder3 {
     this.attention = engineInfo.attention;
     this.colbertDim = engineInfo.colbertDim;
     this.maxPositions = engineInfo.maxPositions;
-    this.vocabSize = Math.max(engineInfo.configVocabSize ?? 0, args.tokenizer.vocabSize);
+    this.vocabSize = engineInfo.vocabRows ?? Math.max(engineInfo.configVocabSize ?? 0, args.tokenizer.vocabSize);
     this.maxLength = this.checkMaxLength(options.maxLength ?? Math.min(8192, this.maxPositions), 'maxLength');
     const positive = (v: number | undefined, d: number, name: string) => {
       const x = v ?? d;

@@ -10,6 +10,9 @@ import { M3Error } from '../errors.js';
 import { detectGraphLayout, type GraphLayout, type ModelPaths } from '../model/layout.js';
 import { loadHeads, type M3Heads } from '../model/heads.js';
 import { fuseAttention } from '../model/attention-fusion.js';
+import { float16ToFloat32 } from '../model/float16.js';
+import { embeddingRows } from '../model/graph-facts.js';
+import { readModelConfig } from '../model/model-config.js';
 import type { SpecialIds } from '../tokenizer/m3-tokenizer.js';
 import type { ColbertMatrix, OutputSelection, SparseVector } from '../types.js';
 import { buildOnnxModel, OnnxType } from './onnx-graph.js';
@@ -51,15 +54,6 @@ export interface EngineSpec {
   session: SessionSettings;
   /** Nice increment for a worker thread running this engine (see LoadOptions.workerNice). */
   workerNice?: number;
-}
-
-function readConfig(path: string | undefined): Record<string, unknown> {
-  if (!path) return {};
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch (cause) {
-    throw new M3Error('MODEL_FILE_INVALID', `${path} is not valid JSON`, { file: path, cause });
-  }
 }
 
 function lastDim(meta: unknown): number | undefined {
@@ -118,23 +112,72 @@ async function openModelSession(
   path: string,
   settings: SessionSettings,
   numHeads: number | undefined,
-): Promise<{ session: ort.InferenceSession; attention: AttentionMode }> {
-  if (settings.fuseAttention !== false) {
+): Promise<{ session: ort.InferenceSession; attention: AttentionMode; vocabRows: number | undefined }> {
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    bytes = undefined; // unreadable: loading the file below reports it
+  }
+  const vocabRows = bytes ? embeddingRows(bytes) : undefined;
+  if (bytes && settings.fuseAttention !== false) {
     let fused: ReturnType<typeof fuseAttention>;
     try {
-      fused = fuseAttention(readFileSync(path), { ...(numHeads ? { numHeads } : {}), selfFileName: basename(path) });
+      fused = fuseAttention(bytes, { ...(numHeads ? { numHeads } : {}), selfFileName: basename(path) });
     } catch {
-      fused = undefined; // unreadable or not protobuf: loading the file below reports it
+      fused = undefined; // not protobuf: loading the file below reports it
     }
     if (fused) {
       try {
-        return { session: await createSession(fused.bytes, settings, path, dirname(path)), attention: 'fused' };
+        return { session: await createSession(fused.bytes, settings, path, dirname(path)), attention: 'fused', vocabRows };
       } catch {
         // e.g. an operator set this onnxruntime lacks: the exported graph still runs
       }
     }
   }
-  return { session: await createSession(path, settings, path), attention: 'as-exported' };
+  bytes = undefined;
+  return { session: await createSession(path, settings, path), attention: 'as-exported', vocabRows };
+}
+
+/** Element types an output may have: float32 is used as is, float16 is converted to float32 exactly. */
+const FLOAT_TYPES = new Set(['float32', 'float16']);
+
+interface OutputMeta {
+  type?: string;
+  shape?: ReadonlyArray<number | string>;
+}
+
+/**
+ * Checks an output's element type and rank from the session's metadata, and its static
+ * dimensions where `dims` gives a number (undefined = any). Refuses with MODEL_FILE_INVALID
+ * naming the graph and the output.
+ */
+function checkOutput(file: string, name: string, meta: OutputMeta | undefined, dims: ReadonlyArray<number | undefined>, what: string): void {
+  if (!meta) return;
+  const refuse = (why: string): never => {
+    throw new M3Error('MODEL_FILE_INVALID', `${file}: output '${name}' ${why}; expected ${what}`, { file });
+  };
+  if (meta.type !== undefined && !FLOAT_TYPES.has(meta.type)) refuse(`has element type ${meta.type}`);
+  const shape = meta.shape;
+  if (!Array.isArray(shape)) return;
+  if (shape.length !== dims.length) refuse(`has rank ${shape.length} (shape [${shape.join(', ')}])`);
+  dims.forEach((d, i) => {
+    if (d !== undefined && typeof shape[i] === 'number' && shape[i] !== d) refuse(`has shape [${shape.join(', ')}]`);
+  });
+}
+
+/** A float output as float32 values (float16 converted exactly); anything else is refused. */
+function floatData(t: ort.Tensor, file: string, name: string): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') return float16ToFloat32(t.data as ArrayLike<number>);
+  throw new M3Error('MODEL_FILE_INVALID', `${file}: output '${name}' has element type ${t.type}; expected float32 or float16`, { file });
+}
+
+/** Checks a run's output dimensions (the metadata may leave them symbolic). */
+function checkDims(t: ort.Tensor, file: string, name: string, want: ReadonlyArray<number>): void {
+  if (t.dims.length !== want.length || t.dims.some((d, i) => d !== want[i])) {
+    throw new M3Error('MODEL_FILE_INVALID', `${file}: output '${name}' has dimensions [${t.dims.join(', ')}], expected [${want.join(', ')}]`, { file });
+  }
 }
 
 /** Builds the ColBERT head as a tiny ONNX graph: states [B,L,H] · Wᵀ + b → [B,L,C] (onnxruntime's MatMul). */
@@ -168,19 +211,32 @@ export class EncoderEngine {
   readonly maxPositions: number;
   /** Vocabulary size from config.json, when it says. */
   readonly configVocabSize: number | undefined;
+  /** Rows of the graph's word-embedding table, when its structure says (see model/graph-facts.ts). */
+  readonly vocabRows: number | undefined;
   /** Whether attention runs fused (rewritten at load) or as exported. */
   readonly attention: AttentionMode;
   /** Forward passes run (batches through the backbone). */
   forwardPasses = 0;
 
   private readonly skip: ReadonlySet<number>;
+  /** Token ids must be below this (the embedding table's rows, else config's vocab_size). */
+  private readonly idLimit: number | undefined;
+  private readonly sparseRank: number;
   private constructor(
     private readonly spec: EngineSpec,
     private readonly session: ort.InferenceSession,
     layout: GraphLayout,
     private readonly heads: M3Heads | undefined,
     private readonly headSession: ort.InferenceSession | undefined,
-    dims: { hidden: number; colbertDim: number; maxPositions: number; vocab: number | undefined; attention: AttentionMode },
+    dims: {
+      hidden: number;
+      colbertDim: number;
+      maxPositions: number;
+      vocab: number | undefined;
+      vocabRows: number | undefined;
+      attention: AttentionMode;
+      sparseRank?: number;
+    },
   ) {
     this.layout = layout;
     this.attention = dims.attention;
@@ -188,42 +244,74 @@ export class EncoderEngine {
     this.colbertDim = dims.colbertDim;
     this.maxPositions = dims.maxPositions;
     this.configVocabSize = dims.vocab;
+    this.vocabRows = dims.vocabRows;
+    this.idLimit = dims.vocabRows ?? dims.vocab;
+    this.sparseRank = dims.sparseRank ?? 3;
     const s = spec.special;
     this.skip = new Set([s.cls, s.eos, s.pad, s.unk]);
   }
 
   static async create(spec: EngineSpec): Promise<EncoderEngine> {
-    const config = readConfig(spec.paths.config);
-    const heads = typeof config.num_attention_heads === 'number' ? config.num_attention_heads : undefined;
-    const { session, attention } = await openModelSession(spec.paths.onnx, spec.session, heads);
-    const layout = detectGraphLayout(spec.paths.onnx, session.inputNames, session.outputNames);
+    const config = readModelConfig(spec.paths.config);
+    const file = spec.paths.onnx;
+    const { session, attention, vocabRows } = await openModelSession(file, spec.session, config.numAttentionHeads);
+    try {
+      return await EncoderEngine.build(spec, session, attention, vocabRows, config);
+    } catch (e) {
+      await session.release().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private static async build(
+    spec: EngineSpec,
+    session: ort.InferenceSession,
+    attention: AttentionMode,
+    vocabRows: number | undefined,
+    config: ReturnType<typeof readModelConfig>,
+  ): Promise<EncoderEngine> {
+    const file = spec.paths.onnx;
+    const layout = detectGraphLayout(file, session.inputNames, session.outputNames);
     const metaOf = (name: string) => {
       const i = session.outputNames.indexOf(name);
-      return (session as unknown as { outputMetadata?: unknown[] }).outputMetadata?.[i];
+      return (session as unknown as { outputMetadata?: OutputMeta[] }).outputMetadata?.[i];
     };
-    const cfgHidden = typeof config.hidden_size === 'number' ? config.hidden_size : undefined;
-    const maxPos = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings - 2 : 8192;
-    const vocab = typeof config.vocab_size === 'number' ? config.vocab_size : undefined;
+    const cfgHidden = config.hiddenSize;
+    const maxPos = config.maxPositionEmbeddings !== undefined ? config.maxPositionEmbeddings - 2 : 8192;
+    if (vocabRows !== undefined && config.vocabSize !== undefined && config.vocabSize !== vocabRows) {
+      const cfg = spec.paths.config as string;
+      throw new M3Error(
+        'MODEL_FILE_INVALID',
+        `${cfg}: vocab_size is ${config.vocabSize} but the word-embedding table of ${file} has ${vocabRows} rows; config.json belongs to another model`,
+        { file: cfg },
+      );
+    }
+    const dims = { maxPositions: maxPos, vocab: config.vocabSize, vocabRows, attention };
     if (layout.kind === 'backbone') {
-      const hidden = lastDim(metaOf(layout.hiddenOutput)) ?? cfgHidden;
-      const m3Heads = await loadHeads(spec.paths.colbertHead, spec.paths.sparseHead, hidden, spec.paths.onnx.replace(/[/\\][^/\\]*$/, ''));
+      const meta = metaOf(layout.hiddenOutput);
+      const hidden = lastDim(meta) ?? cfgHidden;
+      checkOutput(file, layout.hiddenOutput, meta, [undefined, undefined, cfgHidden], `token states [batch, length, ${cfgHidden ?? 'hidden'}] of float32 or float16`);
+      const m3Heads = await loadHeads(spec.paths.colbertHead, spec.paths.sparseHead, hidden, file.replace(/[/\\][^/\\]*$/, ''));
       const headSession = await colbertHeadSession(m3Heads, spec.session);
       return new EncoderEngine(spec, session, layout, m3Heads, headSession, {
+        ...dims,
         hidden: m3Heads.colbert.hidden,
         colbertDim: m3Heads.colbert.dim,
-        maxPositions: maxPos,
-        vocab,
-        attention,
       });
     }
     const hidden = lastDim(metaOf(layout.dense)) ?? cfgHidden;
     const colbertDim = lastDim(metaOf(layout.colbert)) ?? hidden;
     if (!hidden || !colbertDim) {
-      throw new M3Error('MODEL_FILE_INVALID', `${spec.paths.onnx}: cannot tell the vector dimension (no static output shape and no config.json)`, {
-        file: spec.paths.onnx,
+      throw new M3Error('MODEL_FILE_INVALID', `${file}: cannot tell the vector dimension (no static output shape and no config.json)`, {
+        file,
       });
     }
-    return new EncoderEngine(spec, session, layout, undefined, undefined, { hidden, colbertDim, maxPositions: maxPos, vocab, attention });
+    checkOutput(file, layout.dense, metaOf(layout.dense), [undefined, cfgHidden ?? hidden], `dense vectors [batch, ${cfgHidden ?? hidden}] of float32 or float16`);
+    const sparseMeta = metaOf(layout.sparse);
+    const sparseRank = Array.isArray(sparseMeta?.shape) && sparseMeta.shape.length === 2 ? 2 : 3;
+    checkOutput(file, layout.sparse, sparseMeta, sparseRank === 2 ? [undefined, undefined] : [undefined, undefined, 1], 'sparse weights [batch, length, 1] of float32 or float16');
+    checkOutput(file, layout.colbert, metaOf(layout.colbert), [undefined, undefined, colbertDim], `ColBERT vectors [batch, length, ${colbertDim}] of float32 or float16`);
+    return new EncoderEngine(spec, session, layout, undefined, undefined, { ...dims, hidden, colbertDim, sparseRank });
   }
 
   /**
@@ -235,8 +323,10 @@ export class EncoderEngine {
     const L = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
     const inputIds = new BigInt64Array(B * L).fill(BigInt(this.spec.special.pad));
     const mask = new BigInt64Array(B * L);
+    const limit = this.idLimit;
     batch.forEach((ids, b) => {
       for (let i = 0; i < ids.length; i++) {
+        if (limit !== undefined && (ids[i] >= limit || ids[i] < 0)) this.idOutOfRange(ids[i], limit);
         inputIds[b * L + i] = BigInt(ids[i]);
         mask[b * L + i] = 1n;
       }
@@ -248,16 +338,20 @@ export class EncoderEngine {
     if (this.session.inputNames.includes('token_type_ids')) {
       feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(B * L), [B, L]);
     }
+    const file = this.spec.paths.onnx;
     const results: RawOutputs[] = batch.map(() => ({}));
     if (this.layout.kind === 'backbone') {
-      const out = await this.session.run(feeds, [this.layout.hiddenOutput]);
+      const name = this.layout.hiddenOutput;
+      const out = await this.runSession(this.session, feeds, [name], file);
       this.forwardPasses++;
-      const statesTensor = out[this.layout.hiddenOutput];
-      const states = statesTensor.data as Float32Array;
+      const statesTensor = out[name];
+      checkDims(statesTensor, file, name, [B, L, this.hidden]);
+      const states = floatData(statesTensor, file, name);
+      statesTensor.dispose();
       batch.forEach((_, b) => this.assertFinite(states, b * L * this.hidden, this.hidden));
       this.applyHeads(batch, states, L, want, results);
       if (want.colbert && this.headSession) {
-        const c = await this.headSession.run({ states: new ort.Tensor('float32', states, [B, L, this.hidden]) });
+        const c = await this.runSession(this.headSession, { states: new ort.Tensor('float32', states, [B, L, this.hidden]) }, ['colbert'], 'the ColBERT head');
         const proj = c.colbert.data as Float32Array;
         const C = this.colbertDim;
         batch.forEach((ids, b) => {
@@ -265,30 +359,55 @@ export class EncoderEngine {
         });
         c.colbert.dispose();
       }
-      statesTensor.dispose();
       return results;
     }
     const { dense, sparse, colbert } = this.layout;
     const fetch = [want.dense && dense, want.sparse && sparse, want.colbert && colbert].filter((x): x is string => !!x);
-    const out = await this.session.run(feeds, fetch.length ? fetch : [dense]);
+    const out = await this.runSession(this.session, feeds, fetch.length ? fetch : [dense], file);
     this.forwardPasses++;
     const H = this.hidden;
     const C = this.colbertDim;
-    if (out[dense]) batch.forEach((_, b) => this.assertFinite(out[dense].data as Float32Array, b * H, H));
+    const data = (name: string, dims: number[]): Float32Array => {
+      checkDims(out[name], file, name, dims);
+      return floatData(out[name], file, name);
+    };
+    const d = out[dense] ? data(dense, [B, H]) : undefined;
+    const w = want.sparse ? data(sparse, this.sparseRank === 2 ? [B, L] : [B, L, 1]) : undefined; // raw relu per position
+    const v = want.colbert ? data(colbert, [B, L - 1, C]) : undefined; // normalised, padding zero
+    for (const t of Object.values(out)) t.dispose();
+    if (d) batch.forEach((_, b) => this.assertFinite(d, b * H, H));
     batch.forEach((ids, b) => {
       const r = results[b];
-      if (want.dense) r.dense = l2Normalized(out[dense].data as Float32Array, b * H, H); // already unit norm; copy
-      if (want.sparse) {
-        const w = out[sparse].data as Float32Array; // raw relu per position [B, L, 1]
-        r.sparse = aggregateSparse(ids, (pos) => w[b * L + pos], this.skip);
-      }
-      if (want.colbert) {
-        const v = out[colbert].data as Float32Array; // [B, L-1, C], normalised, padding zero
-        r.colbert = normalizedRows(v, b * (L - 1) * C, ids.length - 1, C);
-      }
+      if (want.dense && d) r.dense = l2Normalized(d, b * H, H); // already unit norm; copy
+      if (w) r.sparse = aggregateSparse(ids, (pos) => w[b * L + pos], this.skip);
+      if (v) r.colbert = normalizedRows(v, b * (L - 1) * C, ids.length - 1, C);
     });
-    for (const t of Object.values(out)) t.dispose();
     return results;
+  }
+
+  /** `session.run`, with onnxruntime's failures as an M3Error naming the graph. */
+  private async runSession(
+    session: ort.InferenceSession,
+    feeds: Record<string, ort.Tensor>,
+    fetch: string[],
+    file: string,
+  ): Promise<ort.InferenceSession.ReturnType> {
+    try {
+      return await session.run(feeds, fetch);
+    } catch (cause) {
+      if (cause instanceof M3Error) throw cause;
+      const reason = String((cause as Error)?.message ?? cause).split('\n')[0];
+      throw new M3Error('MODEL_FILE_INVALID', `onnxruntime failed to run ${file}: ${reason}`, { file: this.spec.paths.onnx, cause });
+    }
+  }
+
+  private idOutOfRange(id: number, limit: number): never {
+    const tok = this.spec.paths.tokenizer;
+    throw new M3Error(
+      'MODEL_FILE_INVALID',
+      `${tok} produced token id ${id}, but the model (${this.spec.paths.onnx}) has only ${limit} token embeddings: tokenizer.json belongs to another model`,
+      { file: tok },
+    );
   }
 
   /**

@@ -12,6 +12,7 @@
 import { readFile } from 'node:fs/promises';
 import { unzipSync } from 'fflate';
 import { M3Error } from '../../errors.js';
+import { halfTable } from '../float16.js';
 import { PickleDict, StorageRef, TensorRef, describePickleValue, unpickle, type TorchDtype } from './pickle.js';
 
 /** A tensor from a state dict, converted to float32 in row-major (C-contiguous) order. */
@@ -259,31 +260,6 @@ function elementReader(dtype: TorchDtype, raw: Uint8Array, le: boolean): (i: num
     case 'float64':
       return (i) => view.getFloat64(8 * i, le);
   }
-}
-
-let halfTableCache: Float32Array | undefined;
-
-/** All 65536 float16 values as float32 (256 KiB, built once): faster than decoding per element. */
-function halfTable(): Float32Array {
-  if (!halfTableCache) {
-    halfTableCache = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) halfTableCache[h] = halfToNumber(h);
-  }
-  return halfTableCache;
-}
-
-/**
- * IEEE 754 binary16 bits → number, written by hand because Node 20 has no Float16Array.
- * Exact for every value (float32 holds all of them): ±0, subnormals (frac · 2^-24),
- * normals ((1024 + frac) · 2^(exp-25)), ±Infinity and NaN.
- */
-function halfToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac === 0 ? sign * Infinity : NaN;
-  return sign * (1024 + frac) * 2 ** (exp - 25);
 }
 
 function invalid(fileName: string, message: string): M3Error {
