@@ -270,7 +270,7 @@ describe('bgem3 CLI', () => {
       [['score', ...M, '--weights', 'NaN,1,1'], '', /three non-negative numbers/],
       [['score', ...M, '--max-query-length=-3'], '', /--max-query-length must be a positive integer/],
       [['score', ...M], '{"query": 1, "passage": "p"}\n', /line 1: "query" must be a string/],
-      [['index', ...M, '--input', '-', '--out', join(dir, 'o2')], '{"id": {}, "text": "x"}\n', /line 1: "id" must be a string or a number/],
+      [['index', ...M, '--input', '-', '--out', join(dir, 'o2')], '{"id": {}, "text": "x"}\n', /line 1: "id" must be a string/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o3')], '{"text": "x", "metadata": [1]}\n', /line 1: "metadata" must be an object/],
       [['index', ...M, '--input', docs, '--out', join(dir, 'o4'), '--colbert-precision', 'fp8'], '', /--colbert-precision must be fp32, fp16 or int8/],
       [['search', '--index', built, '--query', 'q', '--k', '0'], '', /--k must be a positive integer/],

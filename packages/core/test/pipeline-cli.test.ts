@@ -120,7 +120,7 @@ describe('bgem3 CLI', () => {
       [['encode', '--model', FIXTURE], '{"text":"ok"}\n\n{"text": 5}\n', /line 3: "text" must be a string/],
       [['encode', '--model', join(dir, 'missing')], '', /not found/],
       [['encode', '--model', FIXTURE, '--max-length', '0'], '', /max-length must be a positive integer/],
-      [['encode', '--model', FIXTURE, '--max-length', '9000'], '{"text":"x"}\n', /maxLength must be an integer from 2 to 8192/],
+      [['encode', '--model', FIXTURE, '--max-length', '9000'], '{"text":"x"}\n', /--max-length must be an integer from 2 to 8192/],
       [['score', '--model', FIXTURE, '--weights', '1,-1,1'], '', /three non-negative numbers/],
       [['score', '--model', FIXTURE], '{"query":"q"}\n', /line 1: "passage" must be a string/],
       [['index', '--model', FIXTURE, '--input', join(dir, 'nope.jsonl'), '--out', join(dir, 'x')], '', /cannot read .*nope\.jsonl: no such file/],

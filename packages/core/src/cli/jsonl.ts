@@ -1,35 +1,59 @@
-/** JSON Lines input and output for the CLI: streamed, with errors that name the line number. */
-import { createReadStream, createWriteStream } from 'node:fs';
+/** JSON Lines input and output for the CLI: streamed, with errors that name the line number and the file. */
+import { createReadStream } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import type { Writable } from 'node:stream';
+import { describeFsError } from '../util/fs-errors.js';
 import { UserError } from './user-error.js';
 
-/** Yields `[lineNumber, parsedObject]` for each non-blank line of a file or stdin (`-` or undefined). */
+/** The name of an input in messages: the file, or `stdin`. */
+export function sourceName(path: string | undefined): string {
+  return path && path !== '-' ? path : 'stdin';
+}
+
+/**
+ * Yields `[lineNumber, parsedObject]` for each non-blank line of a file or stdin (`-` or
+ * undefined). A UTF-8 byte order mark at the start (Windows editors write one) is skipped.
+ */
 export async function* readJsonLines(path: string | undefined): AsyncGenerator<[number, Record<string, unknown>]> {
-  const input = path && path !== '-' ? createReadStream(path) : process.stdin;
-  if (path && path !== '-') {
+  const fromFile = !!path && path !== '-';
+  const input = fromFile ? createReadStream(path as string) : process.stdin;
+  const source = sourceName(path);
+  if (fromFile) {
     await new Promise<void>((resolve, reject) => {
       (input as ReturnType<typeof createReadStream>).once('open', () => resolve());
-      input.once('error', (e: NodeJS.ErrnoException) => reject(new UserError(`cannot read ${path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`)));
+      input.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new UserError(`cannot read ${path}: ${e.code === 'ENOENT' ? 'no such file' : describeFsError(e)}`)),
+      );
     });
   }
+  // A read error after the open (EISDIR, EIO) must become a line naming the file, not a crash.
+  let readError: Error | undefined;
+  input.on('error', (e: NodeJS.ErrnoException) => {
+    readError = new UserError(`cannot read ${source}: ${describeFsError(e)}`);
+  });
   const rl = createInterface({ input, crlfDelay: Infinity });
   let n = 0;
-  for await (const line of rl) {
-    n++;
-    if (line.trim() === '') continue;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${path && path !== '-' ? path : 'stdin'} line ${n}: invalid JSON (${(e as Error).message})`);
+  try {
+    for await (let line of rl) {
+      n++;
+      if (n === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
+      if (line.trim() === '') continue;
+      let v: unknown;
+      try {
+        v = JSON.parse(line);
+      } catch (e) {
+        throw new UserError(`${source} line ${n}: invalid JSON (${(e as Error).message})`);
+      }
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+        throw new UserError(`${source} line ${n}: expected a JSON object`);
+      }
+      yield [n, v as Record<string, unknown>];
     }
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-      throw new UserError(`${path && path !== '-' ? path : 'stdin'} line ${n}: expected a JSON object`);
-    }
-    yield [n, v as Record<string, unknown>];
+  } catch (err) {
+    throw readError ?? err;
   }
+  if (readError) throw readError;
 }
 
 /** Reads a string field, or fails naming the line. */
@@ -52,21 +76,68 @@ export async function* chunks<T>(it: AsyncIterable<T>, size: number): AsyncGener
   if (buf.length) yield buf;
 }
 
-/** A line writer to a file or stdout that respects back-pressure. */
+const FLUSH_BYTES = 1 << 16;
+
+/**
+ * A line writer to a file or stdout. Open it with {@link LineWriter.open} before any expensive
+ * work (loading the model): a path that cannot be written (missing directory, a directory, a
+ * read-only file system) fails at once with one line naming it. Write errors later (ENOSPC) name
+ * the file too. Writes go through a FileHandle, never a stream whose 'error' event could go
+ * unhandled.
+ */
 export class LineWriter {
-  private readonly out: Writable;
-  private readonly ownsStream: boolean;
-  constructor(path: string | undefined) {
-    this.ownsStream = !!path && path !== '-';
-    this.out = this.ownsStream ? createWriteStream(path as string) : process.stdout;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+
+  private constructor(
+    private readonly fh: FileHandle | undefined,
+    private readonly path: string | undefined,
+  ) {}
+
+  /** Opens `path` for writing (created or truncated), or stdout for `-` / undefined. */
+  static async open(path: string | undefined, flag = '--output'): Promise<LineWriter> {
+    if (!path || path === '-') return new LineWriter(undefined, undefined);
+    const st = await stat(path).catch(() => undefined);
+    if (st?.isDirectory()) throw new UserError(`cannot write ${flag} ${path}: it is a directory`);
+    try {
+      return new LineWriter(await open(path, 'w'), path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new UserError(`cannot write ${flag} ${path}: its directory does not exist`);
+      throw new UserError(`cannot write ${flag} ${path}: ${describeFsError(err)}`);
+    }
   }
+
   async write(obj: unknown): Promise<void> {
-    if (!this.out.write(`${JSON.stringify(obj)}\n`)) await once(this.out, 'drain');
+    const line = `${JSON.stringify(obj)}\n`;
+    if (!this.fh) {
+      if (!process.stdout.write(line)) await once(process.stdout, 'drain');
+      return;
+    }
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    if (this.pendingBytes >= FLUSH_BYTES) await this.flush();
   }
+
+  private async flush(): Promise<void> {
+    if (!this.fh || this.pending.length === 0) return;
+    const data = this.pending.join('');
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      await this.fh.writeFile(data);
+    } catch (err) {
+      throw new UserError(`cannot write ${this.path}: ${describeFsError(err)}`);
+    }
+  }
+
+  /** Flushes and closes the file (nothing for stdout). */
   async close(): Promise<void> {
-    if (this.ownsStream) {
-      this.out.end();
-      await once(this.out, 'finish');
+    if (!this.fh) return;
+    try {
+      await this.flush();
+    } finally {
+      await this.fh.close().catch(() => undefined);
     }
   }
 }

@@ -1,8 +1,9 @@
 /** The model options shared by every CLI command, and loading an encoder from them. */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { M3Encoder, type LoadOptions } from '../inference/encoder.js';
 import { DEFAULT_MODEL } from '../model/resolve.js';
 import { createCliProgress } from '../hub/cli-progress.js';
+import { positiveInt } from './flag-values.js';
 
 export interface ModelFlags {
   model: string;
@@ -15,14 +16,7 @@ export interface ModelFlags {
   threads?: number;
 }
 
-/** Parses a positive integer option value. */
-export function positiveInt(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
-    return n;
-  };
-}
+export { positiveInt };
 
 export function addModelOptions(cmd: Command): Command {
   return cmd

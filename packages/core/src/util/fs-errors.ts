@@ -92,7 +92,8 @@ export async function ensureDirectory(dir: string): Promise<void> {
       break;
     } catch (err) {
       if (err instanceof FileSystemError) throw err;
-      if (!isErrnoError(err) || err.code !== 'ENOENT') throw fsError(err, 'create the directory', p);
+      // ENOTDIR: a file is in the way further up; walking up finds it and names it.
+      if (!isErrnoError(err) || (err.code !== 'ENOENT' && err.code !== 'ENOTDIR')) throw fsError(err, 'create the directory', p);
       const parent = dirname(p);
       missing.push(p);
       if (parent === p) break;

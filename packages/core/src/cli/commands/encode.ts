@@ -2,8 +2,9 @@
 import type { Command } from 'commander';
 import { sparseToRecord } from '../../scoring/sparse-convert.js';
 import type { EncodeResult } from '../../types.js';
-import { chunks, LineWriter, readJsonLines, stringField } from '../jsonl.js';
+import { chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
+import { UserError } from '../user-error.js';
 
 /** One encoding as plain JSON (ColBERT as rows of numbers). */
 export function encodingToJson(r: EncodeResult): Record<string, unknown> {
@@ -27,24 +28,28 @@ export function registerEncode(program: Command): void {
     .option('--outputs <list>', 'which outputs, comma-separated', 'dense,sparse,colbert');
   addEncodeOptions(addModelOptions(cmd)).action(async (flags: ModelFlags & { input?: string; output?: string; outputs: string }) => {
     const outs = new Set(flags.outputs.split(',').map((s) => s.trim()));
-    for (const o of outs) if (!['dense', 'sparse', 'colbert'].includes(o)) throw new (await import('../user-error.js')).UserError(`--outputs: unknown output "${o}" (use dense, sparse, colbert)`);
-    const encoder = await loadEncoder(flags);
-    const writer = new LineWriter(flags.output);
-    const source = flags.input ?? 'stdin';
+    for (const o of outs) if (!['dense', 'sparse', 'colbert'].includes(o)) throw new UserError(`--outputs: unknown output "${o}" (use dense, sparse, colbert)`);
+    // Before the model loads: a bad --output must not cost a model load (or a download).
+    const writer = await LineWriter.open(flags.output);
     try {
-      for await (const batch of chunks(readJsonLines(flags.input), 256)) {
-        const texts = batch.map(([line, obj]) => stringField(obj, 'text', line, source));
-        const results = await encoder.encode(texts, {
-          dense: outs.has('dense'),
-          sparse: outs.has('sparse'),
-          colbert: outs.has('colbert'),
-          maxLength: flags.maxLength,
-        });
-        for (const r of results) await writer.write(encodingToJson(r));
+      const encoder = await loadEncoder(flags);
+      const source = sourceName(flags.input);
+      try {
+        for await (const batch of chunks(readJsonLines(flags.input), 256)) {
+          const texts = batch.map(([line, obj]) => stringField(obj, 'text', line, source));
+          const results = await encoder.encode(texts, {
+            dense: outs.has('dense'),
+            sparse: outs.has('sparse'),
+            colbert: outs.has('colbert'),
+            maxLength: flags.maxLength,
+          });
+          for (const r of results) await writer.write(encodingToJson(r));
+        }
+      } finally {
+        await encoder.close();
       }
     } finally {
       await writer.close();
-      await encoder.close();
     }
   });
 }

@@ -1,18 +1,10 @@
 /** `bgem3 score`: FlagEmbedding `compute_score` for `{"query", "passage"}` lines. */
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
 import { computeScore } from '../../scoring/compute-score.js';
 import type { M3Weights as ModeWeights } from '../../scoring/weights.js';
-import { chunks, LineWriter, readJsonLines, stringField } from '../jsonl.js';
+import { parseWeights } from '../flag-values.js';
+import { chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
-
-function parseWeights(v: string): ModeWeights {
-  const w = v.split(',').map(Number);
-  if (w.length !== 3 || w.some((x) => !Number.isFinite(x) || x < 0) || w.every((x) => x === 0)) {
-    throw new InvalidArgumentError('expected three non-negative numbers "dense,sparse,colbert", not all zero (e.g. 0.4,0.2,0.4)');
-  }
-  return w as unknown as ModeWeights;
-}
 
 export function registerScore(program: Command): void {
   const cmd = program
@@ -20,27 +12,31 @@ export function registerScore(program: Command): void {
     .description('score pairs: reads {"query", "passage"} lines, writes dense, sparse, colbert, sparse+dense, colbert+sparse+dense')
     .option('--pairs <file>', 'JSON Lines pairs (default stdin)')
     .option('-o, --output <file>', 'output file (default stdout)')
-    .option('--weights <w>', 'dense,sparse,colbert weights', parseWeights, [1, 1, 1] as unknown as ModeWeights)
+    .option('--weights <w>', 'dense,sparse,colbert weights', (v: string) => parseWeights(v) as unknown as ModeWeights, [1, 1, 1] as unknown as ModeWeights)
     .option('--max-query-length <n>', 'query max tokens', positiveInt('--max-query-length'), 512)
     .option('--max-passage-length <n>', 'passage max tokens', positiveInt('--max-passage-length'), 8192);
   addEncodeOptions(addModelOptions(cmd)).action(
     async (flags: ModelFlags & { pairs?: string; output?: string; weights: ModeWeights; maxQueryLength: number; maxPassageLength: number }) => {
-      const encoder = await loadEncoder(flags);
-      const writer = new LineWriter(flags.output);
-      const source = flags.pairs ?? 'stdin';
+      // Before the model loads: a bad --output must not cost a model load (or a download).
+      const writer = await LineWriter.open(flags.output);
       try {
-        for await (const batch of chunks(readJsonLines(flags.pairs), 256)) {
-          const pairs = batch.map(([line, o]) => [stringField(o, 'query', line, source), stringField(o, 'passage', line, source)] as const);
-          const scores = await computeScore(encoder, pairs, {
-            weights: flags.weights,
-            maxQueryLength: flags.maxQueryLength,
-            maxPassageLength: flags.maxPassageLength,
-          });
-          for (const s of scores) await writer.write(s);
+        const encoder = await loadEncoder(flags);
+        const source = sourceName(flags.pairs);
+        try {
+          for await (const batch of chunks(readJsonLines(flags.pairs), 256)) {
+            const pairs = batch.map(([line, o]) => [stringField(o, 'query', line, source), stringField(o, 'passage', line, source)] as const);
+            const scores = await computeScore(encoder, pairs, {
+              weights: flags.weights,
+              maxQueryLength: flags.maxQueryLength,
+              maxPassageLength: flags.maxPassageLength,
+            });
+            for (const s of scores) await writer.write(s);
+          }
+        } finally {
+          await encoder.close();
         }
       } finally {
         await writer.close();
-        await encoder.close();
       }
     },
   );
