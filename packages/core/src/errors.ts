@@ -19,8 +19,23 @@ export type M3ErrorCode =
   | 'WORKER_FAILED' // an encoder worker thread died
   | 'REMOTE_FAILED'; // an M3 server (RemoteEncoder's endpoint) was unreachable, timed out or answered an error
 
+/** The brand of every M3Error, shared by every copy of core (ESM and CJS builds, two installs). */
+const M3_ERROR_BRAND = Symbol.for('@bgem3/core.M3Error');
+
 /** Base error of @bgem3/core: a message a user can act on plus a stable {@link M3ErrorCode}. */
 export class M3Error extends Error {
+  /**
+   * Whether `value` is an M3Error of any copy of @bgem3/core: the ESM and the CJS build are two
+   * module graphs with two M3Error classes, so `instanceof` fails across them; this does not.
+   */
+  static isInstance(value: unknown): value is M3Error {
+    return value !== null && typeof value === 'object' && (value as Record<symbol, unknown>)[M3_ERROR_BRAND] === true;
+  }
+
+  static {
+    Object.defineProperty(M3Error.prototype, M3_ERROR_BRAND, { value: true });
+  }
+
   readonly code: M3ErrorCode;
   /** The file the error is about, when there is one. */
   readonly file?: string;
