@@ -203,7 +203,7 @@ function figureFailure(f: CheckFigure, dtype: ModelDtype, precision: string): st
       : f.note === 'not in the reference'
         ? `${fmtNumber(f.value)}, a token the reference does not have`
         : `${fmtNumber(f.value)} vs published ${fmtNumber(f.published!)}`;
-  return `${OUTPUT_NAMES[f.output]} ${f.label} is off by ${fmtNumber(f.deviation!)} (${how}; tolerance ${f.tolerance} for a ${dtype} model vs the ${precision} reference)`;
+  return `${OUTPUT_NAMES[f.output]} ${f.label} is off by ${fmtNumber(f.deviation!)} (${how}; tolerance ${f.tolerance} for ${dtype === 'q8' ? 'a' : 'an'} ${dtype} model vs the ${precision} reference)`;
 }
 
 const UNIVERSAL_PASSED =

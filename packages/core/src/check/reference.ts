@@ -30,10 +30,10 @@ export interface ReferencePairFigure {
  *   "precision": "fp32",
  *   "sentences_1": ["What is BGE M3?", "Defination of BM25"],
  *   "sentences_2": ["BGE M3 is an embedding model …", "BM25 is a bag-of-words …"],
- *   "dense_similarity": [[0.6265, 0.3477], [0.3499, 0.678]],
- *   "lexical_weights": [{"What": 0.08356, "is": 0.0814}, {"De": 0.05005}],
- *   "lexical_matching_score": [{"query": "sentences_1[0]", "passage": "sentences_2[0]", "value": 0.1955}],
- *   "colbert_score": [{"query": "sentences_1[0]", "passage": "sentences_2[0]", "value": 0.7797}],
+ *   "dense_similarity": [[0.7012, 0.3321], [0.3405, 0.7254]],
+ *   "lexical_weights": [{"What": 0.0911, "is": 0.0702}, {"De": 0.0613, "fin": 0.1442}],
+ *   "lexical_matching_score": [{"query": "sentences_1[0]", "passage": "sentences_2[0]", "value": 0.2107}],
+ *   "colbert_score": [{"query": "sentences_1[0]", "passage": "sentences_2[0]", "value": 0.8012}],
  *   "tolerance": {"dense": 0.001, "weights": 0.002}
  * }
  * ```
@@ -41,6 +41,7 @@ export interface ReferencePairFigure {
  * - `model`, `source` (required): whose figures these are and how they were made; printed with the result.
  * - `precision` (required): `"fp16"` (FlagEmbedding's default `use_fp16=True` on a GPU) or `"fp32"` (CPU, or `use_fp16=False`).
  * - `sentences_1`, `sentences_2` (optional; default the model card's texts, misspelling included).
+ *   (The numbers above are illustrative; BAAI's own figures are `BGE_M3_REFERENCE`.)
  * - `dense_similarity`: `embeddings_1 @ embeddings_2.T`, one row per `sentences_1` text, one column per `sentences_2` text.
  * - `lexical_weights`: `model.convert_id_to_token(output_1['lexical_weights'])`, one object per `sentences_1` text.
  *   A token the model produces that the object lacks is compared with 0, and the reverse.
