@@ -223,7 +223,7 @@ const UNIVERSAL_PASSED =
  *
  * It never reports a model as verified against a reference that does not apply: on any other
  * model `applies` and `verified` are false and only the universal checks decide `ok`.
- * Cheap: a few short texts (under a second on the full-size model). Other encodes may run on
+ * Cheap: five short texts (about a second on the full-size model). Other encodes may run on
  * the same encoder meanwhile; the pass counter check then retries, and at worst is `skipped`.
  *
  * A model whose weights yield non-finite values makes the encoder throw; that is returned as a
