@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -110,6 +110,13 @@ describe('bgem3 CLI: output paths and file systems', () => {
       [['index', ...M, '--out', join(aFileIn(dir), 'ix')], /cannot write --out .*docs\.jsonl is a file, not a directory/],
     ];
     for (const [args, pattern] of cases) oneLine(await cli(args, '{"text":"a"}\n'), pattern, args.join(' '));
+    // -o onto the input file would truncate the input before it is read.
+    const input = aFileIn(dir);
+    oneLine(await cli(['encode', ...M, '-i', input, '-o', input]), /--output .*docs\.jsonl is the input file/, 'encode -o = -i');
+    oneLine(await cli(['score', ...M, '--pairs', input, '-o', join(dir, '.', 'docs.jsonl')]), /is the input file/, 'score -o = --pairs');
+    assert.equal(readFileSync(input, 'utf8'), DOCS, 'the input is intact');
+    // An input that is a directory: one line naming it.
+    oneLine(await cli(['encode', '--model', FIXTURE, '-i', dir]), /cannot read .*: it is a directory \(EISDIR\)/, 'encode -i <dir>');
   });
 
   test('ENOSPC while writing -o: one line naming the file and saying the device is full', async () => {

@@ -94,11 +94,20 @@ export class LineWriter {
     private readonly path: string | undefined,
   ) {}
 
-  /** Opens `path` for writing (created or truncated), or stdout for `-` / undefined. */
-  static async open(path: string | undefined, flag = '--output'): Promise<LineWriter> {
+  /**
+   * Opens `path` for writing (created or truncated), or stdout for `-` / undefined. `input` is
+   * the command's input file: writing onto it would truncate it before it is read.
+   */
+  static async open(path: string | undefined, flag = '--output', input?: string): Promise<LineWriter> {
     if (!path || path === '-') return new LineWriter(undefined, undefined);
     const st = await stat(path).catch(() => undefined);
     if (st?.isDirectory()) throw new UserError(`cannot write ${flag} ${path}: it is a directory`);
+    if (st && input && input !== '-') {
+      const inSt = await stat(input).catch(() => undefined);
+      if (inSt && inSt.dev === st.dev && inSt.ino === st.ino) {
+        throw new UserError(`${flag} ${path} is the input file: writing it would destroy the input before it is read; choose another ${flag}`);
+      }
+    }
     try {
       return new LineWriter(await open(path, 'w'), path);
     } catch (err) {

@@ -30,7 +30,7 @@ export function registerEncode(program: Command): void {
     const outs = new Set(flags.outputs.split(',').map((s) => s.trim()));
     for (const o of outs) if (!['dense', 'sparse', 'colbert'].includes(o)) throw new UserError(`--outputs: unknown output "${o}" (use dense, sparse, colbert)`);
     // Before the model loads: a bad --output must not cost a model load (or a download).
-    const writer = await LineWriter.open(flags.output);
+    const writer = await LineWriter.open(flags.output, '--output', flags.input);
     try {
       const encoder = await loadEncoder(flags);
       const source = sourceName(flags.input);

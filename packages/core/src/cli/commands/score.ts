@@ -18,7 +18,7 @@ export function registerScore(program: Command): void {
   addEncodeOptions(addModelOptions(cmd)).action(
     async (flags: ModelFlags & { pairs?: string; output?: string; weights: ModeWeights; maxQueryLength: number; maxPassageLength: number }) => {
       // Before the model loads: a bad --output must not cost a model load (or a download).
-      const writer = await LineWriter.open(flags.output);
+      const writer = await LineWriter.open(flags.output, '--output', flags.pairs);
       try {
         const encoder = await loadEncoder(flags);
         const source = sourceName(flags.pairs);
