@@ -28,6 +28,11 @@ export interface M3Heads {
   sparse: SparseHead;
 }
 
+/** Largest ColBERT dimension read (BGE-M3: 1,024). */
+const MAX_COLBERT_DIM = 8192;
+/** Hidden size assumed for the read bound when the graph and config.json do not say. */
+const MAX_HIDDEN_GUESS = 8192;
+
 function tensor(dict: Record<string, TorchTensor>, key: string, file: string): TorchTensor {
   // Tolerate the prefixed keys of a state dict saved from the parent module.
   const t = dict[key] ?? Object.entries(dict).find(([k]) => k.endsWith(`.${key}`))?.[1];
@@ -58,7 +63,13 @@ export async function loadHeads(
       { file: missing[0] as string },
     );
   }
-  const [c, s] = await Promise.all([readTorchStateDict(colbertPath), readTorchStateDict(sparsePath)]);
+  // Read no more than the heads can need (float64 at worst): a small damaged or hostile file
+  // cannot make the reader inflate gigabytes.
+  const h0 = hidden ?? MAX_HIDDEN_GUESS;
+  const [c, s] = await Promise.all([
+    readTorchStateDict(colbertPath, { maxBytes: 8 * (h0 + 1) * MAX_COLBERT_DIM }),
+    readTorchStateDict(sparsePath, { maxBytes: 8 * (h0 + 1) }),
+  ]);
   const cw = tensor(c, 'weight', colbertPath);
   const cb = tensor(c, 'bias', colbertPath);
   const sw = tensor(s, 'weight', sparsePath);

@@ -10,9 +10,9 @@
  * files = little). `<archive>` is any single top-level folder name.
  */
 import { readFile } from 'node:fs/promises';
-import { unzipSync } from 'fflate';
 import { M3Error } from '../../errors.js';
 import { halfTable } from '../float16.js';
+import { listZipEntries, readZipEntry, type ZipEntry } from './zip-archive.js';
 import { PickleDict, StorageRef, TensorRef, describePickleValue, unpickle, type TorchDtype } from './pickle.js';
 
 /** A tensor from a state dict, converted to float32 in row-major (C-contiguous) order. */
@@ -25,10 +25,20 @@ export interface TorchTensor {
 }
 
 const ITEM_SIZE: Readonly<Record<TorchDtype, number>> = { float16: 2, float32: 4, bfloat16: 2, float64: 8 };
-/** torch writes a few dozen entries plus one per storage; more than this is not a state dict. */
-const MAX_ZIP_ENTRIES = 1 << 20;
-/** Deflate cannot expand more than ~1032:1; a larger declared size is a zip bomb. */
-const MAX_DEFLATE_RATIO = 1032;
+/** A state dict's pickle is a few hundred bytes per tensor; more than this is not one. */
+const MAX_PICKLE_BYTES = 16 * 2 ** 20;
+/** Default of {@link ReadOptions.maxBytes}. */
+const DEFAULT_MAX_BYTES = 2 ** 30;
+
+/** Limits of {@link parseTorchStateDict}. */
+export interface ReadOptions {
+  /**
+   * Most bytes of tensor storage to read (inflate) in all (default 1 GiB). A caller that knows
+   * what it expects (e.g. the M3 heads, from the hidden size) passes a tight bound, so that a small
+   * file cannot make the reader inflate gigabytes.
+   */
+  maxBytes?: number;
+}
 
 /**
  * Parses a `torch.save` zip archive of a state dict (`{name: tensor}`).
@@ -40,8 +50,8 @@ const MAX_DEFLATE_RATIO = 1032;
  *   `MODEL_FILE_INVALID` when the file is not a zip-format torch archive, is truncated or
  *   corrupt, or a tensor does not fit its storage.
  */
-export function parseTorchStateDict(bytes: Uint8Array, fileName: string): Record<string, TorchTensor> {
-  const archive = openArchive(bytes, fileName);
+export function parseTorchStateDict(bytes: Uint8Array, fileName: string, options: ReadOptions = {}): Record<string, TorchTensor> {
+  const archive = openArchive(bytes, fileName, options.maxBytes ?? DEFAULT_MAX_BYTES);
   const root = unpickle(archive.pickle, fileName);
   if (!(root instanceof PickleDict)) {
     throw invalid(fileName, `the pickle holds a ${describePickleValue(root)}, not a state dict`);
@@ -76,7 +86,7 @@ export function parseTorchStateDict(bytes: Uint8Array, fileName: string): Record
  * @throws {M3Error} `MODEL_NOT_FOUND` when the file does not exist, otherwise as
  *   {@link parseTorchStateDict}.
  */
-export async function readTorchStateDict(path: string): Promise<Record<string, TorchTensor>> {
+export async function readTorchStateDict(path: string, options: ReadOptions = {}): Promise<Record<string, TorchTensor>> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
@@ -88,20 +98,25 @@ export async function readTorchStateDict(path: string): Promise<Record<string, T
       { file: path, cause },
     );
   }
-  return parseTorchStateDict(bytes, path);
+  return parseTorchStateDict(bytes, path, options);
 }
 
 interface Archive {
+  bytes: Uint8Array;
   prefix: string;
   pickle: Uint8Array;
-  /** Raw storage bytes by key. */
+  /** Storage entries by key; read only when a tensor references them ({@link storageBytes}). */
+  storageEntries: Map<string, ZipEntry>;
+  /** Storages read so far. */
   storages: Map<string, Uint8Array>;
   littleEndian: boolean;
+  /** Storage bytes that may still be read. */
+  budget: number;
 }
 
 const ENTRY = /^([^/]+)\/(data\.pkl|byteorder|data\/([^/]+))$/;
 
-function openArchive(bytes: Uint8Array, fileName: string): Archive {
+function openArchive(bytes: Uint8Array, fileName: string, maxBytes: number): Archive {
   if (bytes.length === 0) throw invalid(fileName, 'the file is empty');
   const isZip = bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && (bytes[2] === 3 || bytes[2] === 5);
   if (!isZip) {
@@ -115,76 +130,55 @@ function openArchive(bytes: Uint8Array, fileName: string): Archive {
         : 'not a zip archive; only zip-format torch.save files (torch >= 1.6) are supported',
     );
   }
-
-  // Extract only the entries we use, refusing absurd declared sizes before fflate allocates them.
-  const declared = new Map<string, number>();
-  let seen = 0;
-  let entries: Record<string, Uint8Array>;
-  try {
-    entries = unzipSync(bytes, {
-      filter(file) {
-        if (++seen > MAX_ZIP_ENTRIES) throw invalid(fileName, `more than ${MAX_ZIP_ENTRIES} zip entries`);
-        if (!ENTRY.test(file.name)) return false;
-        if (file.compression === 0) {
-          if (file.size !== file.originalSize) throw invalid(fileName, `zip entry ${file.name} has inconsistent sizes`);
-          if (file.size > bytes.length) throw invalid(fileName, `zip entry ${file.name} is larger than the file; truncated?`);
-        } else if (file.compression === 8) {
-          if (file.originalSize > file.size * MAX_DEFLATE_RATIO + 1024) {
-            throw invalid(fileName, `zip entry ${file.name} declares ${file.originalSize} bytes from ${file.size} compressed bytes`);
-          }
-        } else {
-          throw invalid(fileName, `zip entry ${file.name} uses unsupported compression method ${file.compression}`);
-        }
-        declared.set(file.name, file.originalSize);
-        return true;
-      },
-    });
-  } catch (cause) {
-    if (cause instanceof M3Error) throw cause;
-    throw new M3Error('MODEL_FILE_INVALID', `${fileName}: not a readable zip archive (${(cause as Error).message}); truncated or corrupt file?`, {
-      file: fileName,
-      cause,
-    });
-  }
-  // fflate silently returns a short slice when an entry runs past the end of the data.
-  for (const [name, data] of Object.entries(entries)) {
-    if (data.length !== declared.get(name)) {
-      throw invalid(fileName, `zip entry ${name} holds ${data.length} bytes but declares ${declared.get(name)}; truncated file?`);
-    }
-  }
-
-  const pickles = Object.keys(entries).filter((n) => ENTRY.exec(n)?.[2] === 'data.pkl');
+  // The directory only: entries are inflated when (and if) the state dict references them.
+  const entries = listZipEntries(bytes, fileName);
+  const pickles = [...entries.keys()].filter((n) => ENTRY.exec(n)?.[2] === 'data.pkl');
   if (pickles.length === 0) throw invalid(fileName, 'the zip has no <archive>/data.pkl entry; not a torch.save file');
   if (pickles.length > 1) throw invalid(fileName, `the zip has several data.pkl entries (${pickles.join(', ')})`);
   const prefix = pickles[0].slice(0, -'/data.pkl'.length);
+  const pickle = readZipEntry(bytes, entries.get(pickles[0]) as ZipEntry, fileName, MAX_PICKLE_BYTES);
 
-  const storages = new Map<string, Uint8Array>();
+  const storageEntries = new Map<string, ZipEntry>();
   let littleEndian = true;
-  for (const [name, data] of Object.entries(entries)) {
+  for (const [name, entry] of entries) {
     const m = ENTRY.exec(name);
     if (!m || m[1] !== prefix) continue;
-    if (m[3] !== undefined) storages.set(m[3], data);
+    if (m[3] !== undefined) storageEntries.set(m[3], entry);
     else if (m[2] === 'byteorder') {
-      const order = new TextDecoder().decode(data).trim();
+      const order = new TextDecoder().decode(readZipEntry(bytes, entry, fileName, 16)).trim();
       if (order !== 'little' && order !== 'big') throw invalid(fileName, `unknown byteorder '${order.slice(0, 20)}'`);
       littleEndian = order === 'little';
     }
   }
-  return { prefix, pickle: entries[pickles[0]], storages, littleEndian };
+  return { bytes, prefix, pickle, storageEntries, storages: new Map(), littleEndian, budget: maxBytes };
+}
+
+/** The bytes of one storage, read (and CRC-checked) the first time a tensor needs it. */
+function storageBytes(storage: StorageRef, tensorName: string, archive: Archive, fileName: string): Uint8Array {
+  const done = archive.storages.get(storage.key);
+  if (done) return done;
+  const entry = archive.storageEntries.get(storage.key);
+  if (!entry) throw invalid(fileName, `tensor '${tensorName}' uses storage '${storage.key}' but the zip has no ${archive.prefix}/data/${storage.key}`);
+  const itemSize = ITEM_SIZE[storage.dtype];
+  // Checked against the entry's declared size before anything is inflated.
+  if (BigInt(entry.size) !== BigInt(storage.numel) * BigInt(itemSize)) {
+    throw invalid(
+      fileName,
+      `storage '${storage.key}' is declared as ${storage.numel} ${storage.dtype} values (${storage.numel * itemSize} bytes) but its zip entry has ${entry.size} bytes`,
+    );
+  }
+  if (entry.size > archive.budget) {
+    throw invalid(fileName, `storage '${storage.key}' holds ${entry.size} bytes, more than the file may hold for what it is read for (${archive.budget} bytes left)`);
+  }
+  archive.budget -= entry.size;
+  const data = readZipEntry(archive.bytes, entry, fileName, entry.size);
+  archive.storages.set(storage.key, data);
+  return data;
 }
 
 /** Copies one (possibly strided) tensor view out of its storage into a row-major Float32Array. */
 function materialize(name: string, t: TensorRef, archive: Archive, fileName: string): TorchTensor {
   const { storage } = t;
-  const itemSize = ITEM_SIZE[storage.dtype];
-  const raw = archive.storages.get(storage.key);
-  if (!raw) throw invalid(fileName, `tensor '${name}' uses storage '${storage.key}' but the zip has no ${archive.prefix}/data/${storage.key}`);
-  if (BigInt(raw.length) !== BigInt(storage.numel) * BigInt(itemSize)) {
-    throw invalid(
-      fileName,
-      `storage '${storage.key}' is declared as ${storage.numel} ${storage.dtype} values (${storage.numel * itemSize} bytes) but its zip entry has ${raw.length} bytes`,
-    );
-  }
 
   const shape = [...t.size];
   const describe = `tensor '${name}' (shape [${shape.join(', ')}], stride [${t.stride.join(', ')}], offset ${t.offset})`;
@@ -202,6 +196,7 @@ function materialize(name: string, t: TensorRef, archive: Archive, fileName: str
     }
   }
 
+  const raw = storageBytes(storage, name, archive, fileName); // after the view checks, which need no bytes
   const out = new Float32Array(Number(numel));
   const read = elementReader(storage.dtype, raw, archive.littleEndian);
   const rank = shape.length;
