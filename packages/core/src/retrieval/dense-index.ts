@@ -113,6 +113,16 @@ export class DenseIndex {
     for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) invalidArgument(`${what}: value ${v[i]} at ${i} is not finite`);
   }
 
+  /** Makes room for `n` vectors in all (one allocation before a bulk load instead of repeated growth). */
+  reserve(n: number): void {
+    this.assertWritable();
+    if (!Number.isSafeInteger(n) || n < 0) invalidArgument(`reserve(n) needs a non-negative integer, got ${n}`);
+    if (n * this.dim <= this.vecs.length) return;
+    const bigger = new Float32Array(n * this.dim);
+    bigger.set(this.vecs.subarray(0, this.rowIds.length * this.dim));
+    this.vecs = bigger;
+  }
+
   /** Adds or replaces the vector of `id` (copied). */
   upsert(id: string, vector: Float32Array): void {
     this.upsertMany([{ id, vector }]);

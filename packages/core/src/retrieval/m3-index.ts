@@ -1,38 +1,65 @@
 /**
- * M3Index: the embedded default index of @bgem3/core. One BGE-M3 forward pass per document gives
- * all three representations; the index keeps them side by side, with the text and metadata:
+ * M3Index: the embedded, durable {@link M3Store} of @bgem3/core. One BGE-M3 forward pass per
+ * document gives all three representations; the index keeps them in one SQLite database per
+ * directory (store/embedded/database.ts has the layout and why SQLite) and keeps in memory only
+ * what search needs:
  *
  * - dense vectors in a {@link DenseIndex} (exact inner-product search),
  * - lexical weights in a {@link SparseIndex} (exact MaxScore search),
- * - ColBERT matrices in a {@link ColbertStore} (fp16 by default) for MaxSim rescoring.
+ * - metadata, for `where` / `filter`.
  *
- * {@link M3Index.search} runs the pipeline recommended for M3 (m3-reference.md §4.4–4.5):
- * candidates = dense top-fetchK ∪ sparse top-fetchK, every candidate rescored exactly by all
- * three modes, ranked by FlagEmbedding's combined score (w_d·dense + w_s·sparse + w_c·colbert) /
- * Σw. ColBERT is used as a reranker only, as BAAI recommend (too large for a first stage).
+ * ColBERT vectors are read from disk for the candidates being reranked only, texts for the hits
+ * returned only: a 100k-passage index with 256 ColBERT vectors per passage is ~26 GB on disk
+ * (int8) and ~0.6 GB in memory.
  *
- * Persistence is crash-safe as a whole: {@link M3Index.save} writes a complete new generation
- * directory (manifest, documents, three index files, each fsynced) and only then atomically
- * replaces the `CURRENT` pointer file; a crash at any point leaves the previous generation
- * loadable. Layout of an index directory:
+ * {@link M3Index.search} runs the pipeline recommended for M3 (m3-reference, "hybrid retrieval +
+ * rerank"): candidates = dense top-fetchK ∪ sparse top-fetchK, every candidate rescored exactly
+ * by all three modes, ranked by the M3 All score. ColBERT is a reranker only, as BAAI recommend.
  *
- *     CURRENT                     {"format":"bgem3-m3index","generation":"gen-000007-9f3a1c"}
- *     gen-000007-9f3a1c/manifest.json
- *     gen-000007-9f3a1c/docs.jsonl     one {"id","text","metadata"} object per line
- *     gen-000007-9f3a1c/dense.bin      DenseIndex file   (magic BGM3DENS)
- *     gen-000007-9f3a1c/sparse.bin     SparseIndex file  (magic BGM3SPRS)
- *     gen-000007-9f3a1c/colbert.bin    ColbertStore file (magic BGM3COLB)
+ * Durability and concurrency (README, "How the index stores data"):
+ * - every add batch and every delete is one SQLite transaction, committed (fsynced) when its
+ *   call resolves; a kill -9 at any moment leaves the last committed state, nothing committed
+ *   is lost; a commit writes what changed, not the index;
+ * - one writer per index directory across processes: the writer holds `writer.lock`
+ *   (OS-released when the process dies); a second writer gets INDEX_LOCKED naming the lock, or
+ *   waits up to `lockTimeoutMs`; readers never block and follow the writer's commits;
+ * - mutations and saves take effect in call order (store/ingest.ts, WriteSequencer); a search
+ *   never fails because a candidate was deleted meanwhile; nothing returned aliases storage;
+ * - space freed by deletes and replacements is reused, and given back by {@link M3Index.compact}
+ *   (automatic when more than a quarter of the file is free).
  *
- * The previous generation is kept (a reader may still be loading it); older ones and leftovers
- * of interrupted saves are removed by the next successful save. One writer per directory.
+ * Directories written by releases before the database (`CURRENT` + `gen-*`) are migrated on load.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { M3Error, invalidArgument } from '../errors.js';
-import type { EncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
-import { m3AllScore, type M3Weights } from '../scoring/weights.js';
+import type { ColbertMatrix, EncodeResult, OutputSelection, SparseVector, TextEncoder3 } from '../types.js';
+import { DEFAULT_M3_WEIGHTS, m3AllScore, type M3Weights } from '../scoring/weights.js';
+import { ColbertCodec, checkColbertStorage, type ColbertStorage } from '../store/colbert-codec.js';
+import {
+  DB_FILE,
+  RowCrc,
+  WriterLock,
+  createDatabaseFile,
+  createTemporaryDatabase,
+  denseBytes,
+  fsyncPath,
+  initDatabase,
+  openDatabase,
+  readDense,
+  readMeta,
+  readMetadata,
+  readSparse,
+  readUtf8,
+  sparseBytes,
+  sqliteError,
+  utf8Bytes,
+  writeMeta,
+  type Db,
+  type IndexMeta,
+  type Stmt,
+} from '../store/embedded/database.js';
 import { WriteSequencer, checkEncodedDocuments, ingestDocuments, type EncodedEntry } from '../store/ingest.js';
 import { checkRescoreOptions, checkSearchOptions, checkSingleModeOptions, type CheckedFilters } from '../store/options.js';
 import { resolveQuery } from '../store/query.js';
@@ -52,28 +79,45 @@ import type {
 } from '../store/types.js';
 import { checkId, checkIdList, copyMetadata } from '../store/validate.js';
 import { matchesWhere } from '../store/where.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
-import { crc32 } from './binary-format.js';
-import { ColbertStore, type ColbertPrecision } from './colbert-store.js';
 import { DenseIndex } from './dense-index.js';
-import { maxSimStored } from './maxsim.js';
+import { hasLegacyIndex, readLegacyIndex, removeLegacyFiles } from './legacy-index.js';
+import { maxSimRaw } from './maxsim.js';
 import { SparseIndex } from './sparse-index.js';
 import { sortHits } from './topk.js';
 
-const FORMAT = 'bgem3-m3index';
-const FORMAT_VERSION = 1;
-const POINTER = 'CURRENT';
-const GEN_RE = /^gen-(\d{6,})-[0-9a-f]{6,}$/;
+/** Weights of a store without ColBERT vectors: dense and sparse in the M3 default's ratio. */
+const NO_COLBERT_WEIGHTS: M3Weights = Object.freeze([DEFAULT_M3_WEIGHTS[0], DEFAULT_M3_WEIGHTS[1], 0]) as unknown as M3Weights;
+/** Auto-compaction runs after a commit when more than this share of the pages is free. */
+const COMPACT_FREE_SHARE = 0.25;
+/** … and the file has at least this many pages (16 MiB): small indexes are never compacted. */
+const COMPACT_MIN_PAGES = 1024;
+/** Rows read per chunk while loading. */
+const LOAD_CHUNK = 4096;
+
+/** The options an index keeps with its data (what `bgem3 index --append` reuses). */
+export interface M3IndexSettings {
+  /** The encoder's model id the index was built with. */
+  readonly modelId: string;
+  /** Max tokens per text given to the encoder (undefined: the encoder's own). */
+  readonly maxLength: number | undefined;
+  /** How ColBERT vectors are stored. */
+  readonly colbertPrecision: ColbertStorage;
+  /** Documents per encoder call in {@link M3Index.add}. */
+  readonly batchSize: number;
+}
 
 /** Options of {@link M3Index.create}. */
 export interface M3IndexOptions {
   /** The encoder producing dense, sparse and ColBERT outputs (e.g. `M3Encoder`). */
   encoder: TextEncoder3;
-  /** Storage precision of ColBERT vectors (default 'fp16': half the memory, MaxSim error ~1e-6). */
-  colbertPrecision?: ColbertPrecision;
+  /**
+   * How ColBERT vectors are stored: 'int8' (default: per-vector scale, a quarter of fp32, MaxSim
+   * error ~4e-5, see BENCHMARKS.md), 'fp16', 'fp32' (exact) or 'none' (dense + sparse only).
+   */
+  colbertPrecision?: ColbertStorage;
   /** Max tokens per text passed to the encoder (default: the encoder's own). */
   maxLength?: number;
-  /** Documents per encode call in {@link M3Index.add} (default 32). */
+  /** Documents per encode call (and per commit) in {@link M3Index.add} (default 32). */
   batchSize?: number;
   /** onnxruntime threads for dense search and MaxSim (default: all cores). */
   intraOpNumThreads?: number;
@@ -85,23 +129,26 @@ export interface M3IndexLoadOptions {
   encoder?: TextEncoder3;
   /** Overrides the saved `maxLength`. */
   maxLength?: number;
+  /** Overrides the saved `batchSize`. */
   batchSize?: number;
   intraOpNumThreads?: number;
+  /**
+   * Opens the index as a reader: mutations are refused, no lock is taken, and searches follow
+   * what the directory's writer commits. Default false: the index takes the directory's writer
+   * lock at its first mutation (INDEX_LOCKED if another writer holds it).
+   */
+  readOnly?: boolean;
+  /** How long a mutation waits for the writer lock held by another writer (default 0: fail at once). */
+  lockTimeoutMs?: number;
 }
 
-interface Manifest {
-  format: string;
-  version: number;
-  modelId: string;
-  dim: number;
-  vocabSize: number;
-  colbertPrecision: ColbertPrecision;
-  count: number;
-  maxLength: number | null;
-  files: { docs: string; dense: string; sparse: string; colbert: string };
-  docsBytes: number;
-  docsCrc32: number;
-  createdAt: string;
+/** Options of {@link M3Index.open}. */
+export interface M3IndexOpenOptions extends Omit<M3IndexOptions, 'encoder'> {
+  encoder: TextEncoder3;
+  /** Create the index when `dir` holds none (default true). With false, a missing index is INDEX_INVALID. */
+  create?: boolean;
+  /** How long to wait for the writer lock held by another writer (default 0: fail at once). */
+  lockTimeoutMs?: number;
 }
 
 /** Checks that `encoder` has the TextEncoder3 shape (INVALID_ARGUMENT naming `what` if not); shared by the stores. */
@@ -120,92 +167,333 @@ export function assertTextEncoder3(encoder: TextEncoder3 | undefined, what = 'en
   }
 }
 
-function isPlainObject(v: unknown): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 function checkPositiveInt(v: unknown, name: string): void {
   if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)) invalidArgument(`${name} must be a positive integer, got ${String(v)}`);
 }
 
+function checkLockTimeout(v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) invalidArgument(`lockTimeoutMs must be an integer ≥ 0, got ${String(v)}`);
+  return v;
+}
+
+function checkDir(dir: unknown, what = 'dir'): string {
+  if (typeof dir !== 'string' || dir.length === 0) invalidArgument(`${what} must be a directory path`);
+  return dir;
+}
+
+/** A row ready to commit. */
+interface Row {
+  id: string;
+  text: string;
+  metadata: JsonObject;
+  dense: Float32Array;
+  sparse: SparseVector;
+  colbert: Buffer;
+}
+
+/** What the index keeps in memory per document. */
+interface DocRef {
+  rid: number;
+  metadata: JsonObject;
+}
+
+/** The in-memory mirror of a database: what search needs. */
+interface Mirror {
+  dense: DenseIndex;
+  sparse: SparseIndex;
+  docs: Map<string, DocRef>;
+  idOfRid: Map<number, string>;
+  lastRid: number;
+  lastDeletion: number;
+}
+
+/** Prepared statements of one connection. */
+interface Statements {
+  insertDoc: Stmt;
+  insertText: Stmt;
+  insertColbert: Stmt;
+  deleteDoc: Stmt;
+  deleteText: Stmt;
+  deleteColbert: Stmt;
+  logDeletion: Stmt;
+  getText: Stmt;
+  getColbert: Stmt;
+}
+
+function prepare(db: Db): Statements {
+  return {
+    insertDoc: db.prepare('INSERT INTO docs(rid, id, metadata, dense, sparse, crc) VALUES (?, ?, ?, ?, ?, ?)'),
+    insertText: db.prepare('INSERT INTO texts(rid, text, crc) VALUES (?, ?, ?)'),
+    insertColbert: db.prepare('INSERT INTO colbert(rid, data, crc) VALUES (?, ?, ?)'),
+    deleteDoc: db.prepare('DELETE FROM docs WHERE rid = ?'),
+    deleteText: db.prepare('DELETE FROM texts WHERE rid = ?'),
+    deleteColbert: db.prepare('DELETE FROM colbert WHERE rid = ?'),
+    logDeletion: db.prepare('INSERT INTO deletions(rid) VALUES (?)'),
+    getText: db.prepare('SELECT text, crc FROM texts WHERE rid = ?'),
+    getColbert: db.prepare('SELECT data, crc FROM colbert WHERE rid = ?'),
+  };
+}
+
 /**
  * The embedded hybrid index (see the file comment), an {@link M3Store}. Create with
- * {@link M3Index.create} or {@link M3Index.load}. Mutations and saves take effect in call order
- * (whatever the encode times); searches may run concurrently with them and see the index
- * between two batches.
+ * {@link M3Index.open} (durable in a directory from the start), {@link M3Index.create} (a
+ * temporary index, made durable by {@link M3Index.save}) or {@link M3Index.load}.
  */
 export class M3Index implements M3Store {
   readonly modelId: string;
   readonly dim: number;
   readonly vocabSize: number;
-  readonly colbertPrecision: ColbertPrecision;
+  /** How ColBERT vectors are stored ('none': not kept). */
+  readonly colbertPrecision: ColbertStorage;
   private encoderRef: TextEncoder3 | undefined;
-  private readonly maxLength: number | undefined;
-  private readonly batchSize: number;
+  private maxLength: number | undefined;
+  private batchSize: number;
   private readonly threads: { intraOpNumThreads?: number };
-  private dense: DenseIndex;
-  private sparse: SparseIndex;
-  private colbert: ColbertStore;
-  private readonly docs = new Map<string, { text: string; metadata: JsonObject }>();
+  private readonly codec: ColbertCodec;
+  private readonly readOnly: boolean;
+  private readonly lockTimeoutMs: number;
+  private db: Db;
+  private file: string;
+  private home: string | undefined; // the directory the index lives in (undefined: temporary)
+  private lock: WriterLock | undefined;
+  private meta: IndexMeta;
+  private crc: RowCrc;
+  private stmts: Statements;
+  private mirror: Mirror;
+  private dataVersion = 0;
+  private nextRid = 1;
+  private closed = false;
   private readonly writes = new WriteSequencer();
 
-  private constructor(
-    meta: { modelId: string; dim: number; vocabSize: number; colbertPrecision: ColbertPrecision },
-    options: { encoder?: TextEncoder3; maxLength?: number; batchSize?: number; intraOpNumThreads?: number },
-    parts?: { dense: DenseIndex; sparse: SparseIndex; colbert: ColbertStore },
-  ) {
-    this.modelId = meta.modelId;
-    this.dim = meta.dim;
-    this.vocabSize = meta.vocabSize;
-    this.colbertPrecision = meta.colbertPrecision;
-    this.encoderRef = options.encoder;
-    this.maxLength = options.maxLength;
-    this.batchSize = options.batchSize ?? 32;
-    this.threads = options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {};
-    this.dense = parts?.dense ?? new DenseIndex({ dim: meta.dim, modelId: meta.modelId, ...this.threads });
-    this.sparse = parts?.sparse ?? new SparseIndex({ vocabSize: meta.vocabSize, modelId: meta.modelId });
-    this.colbert = parts?.colbert ?? new ColbertStore({ dim: meta.dim, precision: meta.colbertPrecision, modelId: meta.modelId });
+  private constructor(init: {
+    db: Db;
+    file: string;
+    home: string | undefined;
+    meta: IndexMeta;
+    mirror: Mirror;
+    encoder?: TextEncoder3 | undefined;
+    maxLength?: number | undefined;
+    batchSize?: number | undefined;
+    intraOpNumThreads?: number | undefined;
+    readOnly?: boolean;
+    lockTimeoutMs?: number;
+    lock?: WriterLock | undefined;
+  }) {
+    const m = init.meta;
+    this.modelId = m.modelId;
+    this.dim = m.dim;
+    this.vocabSize = m.vocabSize;
+    this.colbertPrecision = m.colbertPrecision;
+    this.encoderRef = init.encoder;
+    this.maxLength = init.maxLength ?? m.maxLength ?? undefined;
+    this.batchSize = init.batchSize ?? m.batchSize;
+    this.threads = init.intraOpNumThreads !== undefined ? { intraOpNumThreads: init.intraOpNumThreads } : {};
+    this.codec = new ColbertCodec(m.colbertPrecision, m.dim);
+    this.readOnly = init.readOnly === true;
+    this.lockTimeoutMs = init.lockTimeoutMs ?? 0;
+    this.db = init.db;
+    this.file = init.file;
+    this.home = init.home;
+    this.lock = init.lock;
+    this.meta = m;
+    this.crc = new RowCrc(m.uuid);
+    this.stmts = prepare(init.db);
+    this.mirror = init.mirror;
+    this.syncVersion();
+    this.nextRid = this.readNextRid();
   }
 
-  /** Creates an empty index for `encoder`'s model. */
+  private emptyMirror(): Mirror {
+    return emptyMirror(this.meta, this.threads);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Opening
+
+  /**
+   * Creates an empty temporary index for `encoder`'s model: an anonymous database on disk (not
+   * in memory: ColBERT vectors never are), removed when the index is closed or the process
+   * ends. {@link save} writes it to a directory, where it then lives.
+   */
   static async create(options: M3IndexOptions): Promise<M3Index> {
     assertTextEncoder3(options?.encoder);
-    const precision = options.colbertPrecision ?? 'fp16';
-    if (!['fp32', 'fp16', 'int8'].includes(precision)) invalidArgument(`colbertPrecision must be 'fp32', 'fp16' or 'int8', got ${String(precision)}`);
+    const precision = checkColbertStorage(options.colbertPrecision);
     checkPositiveInt(options.maxLength, 'maxLength');
     checkPositiveInt(options.batchSize, 'batchSize');
     checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
     const { encoder } = options;
-    return new M3Index({ modelId: encoder.modelId, dim: encoder.dim, vocabSize: encoder.vocabSize, colbertPrecision: precision }, options);
+    const db = createTemporaryDatabase();
+    const meta = initDatabase(db, { modelId: encoder.modelId, dim: encoder.dim, vocabSize: encoder.vocabSize, colbertPrecision: precision, maxLength: options.maxLength ?? null, batchSize: options.batchSize ?? 32 }, false);
+    return new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads });
   }
+
+  /**
+   * Opens the durable index of directory `dir` as its writer (taking the writer lock at once:
+   * INDEX_LOCKED if another writer holds it), creating it when `dir` holds none (unless
+   * `create: false`). Every add batch and delete is committed when its call resolves. An
+   * existing index must match the encoder (INDEX_MISMATCH) and keeps its saved settings;
+   * `colbertPrecision`, `maxLength` and `batchSize` apply to a new index (and the last two
+   * override the saved ones for this session).
+   */
+  static async open(dir: string, options: M3IndexOpenOptions): Promise<M3Index> {
+    checkDir(dir);
+    assertTextEncoder3(options?.encoder, 'options.encoder');
+    const precision = checkColbertStorage(options.colbertPrecision);
+    checkPositiveInt(options.maxLength, 'maxLength');
+    checkPositiveInt(options.batchSize, 'batchSize');
+    checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
+    const lockTimeoutMs = checkLockTimeout(options.lockTimeoutMs);
+    if (existsSync(join(dir, DB_FILE)) || (await hasLegacyIndex(dir))) {
+      const index = await M3Index.load(dir, {
+        encoder: options.encoder,
+        ...(options.maxLength !== undefined ? { maxLength: options.maxLength } : {}),
+        ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
+        ...(options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
+        lockTimeoutMs,
+      });
+      await index.writes.run(() => index.takeLock());
+      return index;
+    }
+    if (options.create === false) throw new M3Error('INDEX_INVALID', `${dir} holds no M3Index (no ${DB_FILE}); pass create: true to create one`, { file: join(dir, DB_FILE) });
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw new M3Error('INVALID_ARGUMENT', `cannot create the index directory ${dir}: ${(err as Error).message}`, { file: dir, cause: err });
+    }
+    const lock = WriterLock.acquire(dir, lockTimeoutMs);
+    try {
+      const file = join(dir, DB_FILE);
+      if (existsSync(file)) {
+        // Another process created it between our check and the lock: open it as usual.
+        lock.release();
+        return await M3Index.open(dir, options);
+      }
+      removeTemporaryFiles(dir);
+      const tmp = join(dir, `${DB_FILE}.tmp-${randomBytes(4).toString('hex')}`);
+      const db = createDatabaseFile(tmp);
+      const { encoder } = options;
+      const meta = initDatabase(db, { modelId: encoder.modelId, dim: encoder.dim, vocabSize: encoder.vocabSize, colbertPrecision: precision, maxLength: options.maxLength ?? null, batchSize: options.batchSize ?? 32 }, true);
+      db.close();
+      fsyncPath(tmp);
+      renameSync(tmp, file); // the commit point of the creation: no half-made index.sqlite ever exists
+      fsyncPath(dir, true);
+      const live = openDatabase(dir, false);
+      return new M3Index({ db: live, file, home: resolve(dir), meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs, lock });
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Loads the index of directory `dir`: INDEX_INVALID (naming the file) when the directory holds
+   * no index or the index is damaged (every row's checksum and every size is checked);
+   * INDEX_MISMATCH when `options.encoder` has another model id, dimension or vocabulary size
+   * than the index (the message lists what differs). Without an encoder the index can still be
+   * searched with EncodeResult queries. A directory written by an earlier release
+   * (`CURRENT` + `gen-*`) is migrated to the database (left as is with `readOnly`).
+   */
+  static async load(dir: string, options: M3IndexLoadOptions = {}): Promise<M3Index> {
+    checkDir(dir);
+    if (options === null || typeof options !== 'object') invalidArgument('options must be an object');
+    if (options.encoder !== undefined) assertTextEncoder3(options.encoder, 'options.encoder');
+    checkPositiveInt(options.maxLength, 'maxLength');
+    checkPositiveInt(options.batchSize, 'batchSize');
+    checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
+    const lockTimeoutMs = checkLockTimeout(options.lockTimeoutMs);
+    const readOnly = options.readOnly === true;
+    const file = join(dir, DB_FILE);
+    if (!existsSync(file)) {
+      if (await hasLegacyIndex(dir)) return M3Index.migrate(dir, options);
+      throw new M3Error('INDEX_INVALID', `${dir} is not an M3Index directory (no ${DB_FILE}${existsSync(dir) ? '' : '; the directory does not exist'})`, { file });
+    }
+    const db = openDatabase(dir, readOnly);
+    try {
+      const meta = readMeta(db, file);
+      checkEncoderMatches(options.encoder, meta, dir, file);
+      const mirror = loadMirror(db, file, meta, threadsOf(options));
+      return new M3Index({ db, file, home: resolve(dir), meta, mirror, encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, readOnly, lockTimeoutMs });
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  // A directory of the pre-database layout: read it with the old loaders, write the database
+  // beside it (atomically, under the writer lock) and remove the old files.
+  private static async migrate(dir: string, options: M3IndexLoadOptions): Promise<M3Index> {
+    const legacy = await readLegacyIndex(dir);
+    checkEncoderMatches(options.encoder, legacy, dir, join(dir, 'CURRENT'));
+    const db = createTemporaryDatabase();
+    const meta = initDatabase(db, { modelId: legacy.modelId, dim: legacy.dim, vocabSize: legacy.vocabSize, colbertPrecision: legacy.colbertPrecision, maxLength: legacy.maxLength, batchSize: options.batchSize ?? 32 }, false);
+    const index = new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs: options.lockTimeoutMs ?? 0 });
+    const sparse = legacy.sparse.vectors();
+    let rows: Row[] = [];
+    for (const [id, d] of legacy.docs) {
+      const raw = legacy.colbert.getRaw(id);
+      const dense = legacy.dense.get(id);
+      const sv = sparse.get(id);
+      if (!raw || !dense || !sv) throw new M3Error('INDEX_INVALID', `${dir}: document ${JSON.stringify(id)} is missing from a part`, { file: join(dir, 'CURRENT') });
+      const data = Buffer.from(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+      const colbert = raw.scales ? Buffer.concat([Buffer.from(raw.scales.buffer, raw.scales.byteOffset, raw.scales.byteLength), data]) : Buffer.from(data);
+      rows.push({ id, text: d.text, metadata: d.metadata, dense: dense.slice(), sparse: sv, colbert });
+      if (rows.length >= LOAD_CHUNK) {
+        index.commitRows(rows);
+        rows = [];
+      }
+    }
+    index.commitRows(rows);
+    if (options.readOnly === true) return index;
+    await index.save(dir);
+    await removeLegacyFiles(dir);
+    return index;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // State
 
   /** The encoder for {@link add} and text queries (undefined for an index loaded without one). */
   get encoder(): TextEncoder3 | undefined {
     return this.encoderRef;
   }
 
+  /** The options kept with the index (what `bgem3 index --append` reuses). */
+  get settings(): M3IndexSettings {
+    return { modelId: this.modelId, maxLength: this.maxLength, colbertPrecision: this.colbertPrecision, batchSize: this.batchSize };
+  }
+
+  /** The directory the index lives in (undefined for a temporary index not saved yet). */
+  get directory(): string | undefined {
+    return this.home;
+  }
+
   /** Number of documents (synchronous form of {@link count}). */
   get size(): number {
-    return this.docs.size;
+    this.refresh();
+    return this.mirror.docs.size;
   }
 
   async count(): Promise<number> {
-    return this.docs.size;
+    return this.size;
   }
 
   async has(id: string): Promise<boolean> {
     checkId(id);
-    return this.docs.has(id);
+    this.refresh();
+    return this.mirror.docs.has(id);
   }
 
   /** The stored document (a copy), or undefined. */
   async get(id: string): Promise<M3StoredDocument | undefined> {
     checkId(id);
+    this.refresh();
     return this.stored(id);
   }
 
   async getMany(ids: readonly string[]): Promise<M3StoredDocument[]> {
     const list = checkIdList(ids);
+    this.refresh();
     const out: M3StoredDocument[] = [];
     for (const id of new Set(list)) {
       const d = this.stored(id);
@@ -214,71 +502,233 @@ export class M3Index implements M3Store {
     return out;
   }
 
-  /** Ids of the stored documents. */
+  /** Ids of the stored documents (a snapshot). */
   ids(): IterableIterator<string> {
-    return [...this.docs.keys()][Symbol.iterator]();
+    this.refresh();
+    return [...this.mirror.docs.keys()][Symbol.iterator]();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) invalidArgument('this M3Index is closed');
+  }
+
+  // The text of row `rid` (undefined when the row is gone, e.g. deleted by the writer meanwhile).
+  private readText(rid: number): string | undefined {
+    let row: { text: Buffer; crc: number } | undefined;
+    try {
+      row = this.stmts.getText.get(rid) as typeof row;
+    } catch (err) {
+      sqliteError(this.file, err, 'reading a text');
+    }
+    if (!row) return undefined;
+    if (this.crc.text(rid, row.text) !== row.crc) throw new M3Error('INDEX_INVALID', `${this.file}: the text of row ${rid} fails its checksum (edited, damaged or from another index)`, { file: this.file });
+    return readUtf8(this.file, row.text, `text of row ${rid}`);
   }
 
   private stored(id: string): M3StoredDocument | undefined {
-    const d = this.docs.get(id);
-    return d ? { id, text: d.text, metadata: copyMetadata(d.metadata) } : undefined;
+    this.assertOpen();
+    const d = this.mirror.docs.get(id);
+    if (!d) return undefined;
+    const text = this.readText(d.rid);
+    return text === undefined ? undefined : { id, text, metadata: copyMetadata(d.metadata) };
   }
 
   private requireEncoder(): TextEncoder3 {
-    if (!this.encoderRef) invalidArgument('this M3Index has no encoder: pass { encoder } to M3Index.create/load, or query with a precomputed EncodeResult');
+    if (!this.encoderRef) invalidArgument('this M3Index has no encoder: pass { encoder } to M3Index.create/open/load, or query with a precomputed EncodeResult');
     return this.encoderRef;
   }
 
-  // Stores one checked batch in all three stores and the document table (synchronous: no
-  // search can observe a half-inserted batch).
-  private insert(batch: EncodedEntry[]): void {
-    this.dense.upsertMany(batch.map((b) => ({ id: b.id, vector: b.encoding.dense })));
-    this.sparse.upsertMany(batch.map((b) => ({ id: b.id, vector: b.encoding.sparse })));
-    for (const b of batch) {
-      this.colbert.upsert(b.id, b.encoding.colbert);
-      this.docs.set(b.id, { text: b.text, metadata: b.metadata });
+  // ---------------------------------------------------------------------------------------------
+  // Following other connections' commits
+
+  private syncVersion(): void {
+    this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+  }
+
+  private readNextRid(): number {
+    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'docs'").get() as { seq: number } | undefined;
+    return Math.max(row?.seq ?? 0, this.mirror.lastRid) + 1;
+  }
+
+  /**
+   * Catches up with what another connection (the writer, in this or another process) committed
+   * since this index last looked: new rows are loaded, deleted ones dropped. A no-op for the
+   * writer itself and for temporary indexes. Runs at the start of every read.
+   */
+  private refresh(): void {
+    if (this.closed || this.lock || this.home === undefined) return;
+    const version = this.db.pragma('data_version', { simple: true }) as number;
+    if (version === this.dataVersion) return;
+    this.dataVersion = version;
+    try {
+      this.db.exec('BEGIN');
+      try {
+        const meta = readMeta(this.db, this.file);
+        if (meta.uuid !== this.meta.uuid || meta.deletionsTrimmed > this.mirror.lastDeletion) {
+          // Replaced by another index (a save into this directory) or compacted past our
+          // position: reload whole (an index of another model or layout cannot be followed).
+          if (meta.colbertPrecision !== this.colbertPrecision || meta.dim !== this.dim || meta.vocabSize !== this.vocabSize || meta.modelId !== this.modelId) {
+            throw new M3Error('INDEX_INVALID', `${this.file} was replaced by an index of another model or layout while open; load it again`, { file: this.file });
+          }
+          this.crc = new RowCrc(meta.uuid);
+          this.mirror = loadMirror(this.db, this.file, meta, this.threads);
+        } else {
+          const m = this.mirror;
+          const gone = this.db.prepare('SELECT seq, rid FROM deletions WHERE seq > ? ORDER BY seq').all(m.lastDeletion) as { seq: number; rid: number }[];
+          const ids: string[] = [];
+          for (const g of gone) {
+            const id = m.idOfRid.get(g.rid);
+            if (id !== undefined) {
+              ids.push(id);
+              m.idOfRid.delete(g.rid);
+              m.docs.delete(id);
+            }
+            m.lastDeletion = g.seq;
+          }
+          if (ids.length) {
+            m.dense.delete(ids);
+            m.sparse.delete(ids);
+          }
+          readDocRows(this.db, this.file, meta, this.crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs WHERE rid > ? ORDER BY rid', [m.lastRid]);
+        }
+        this.meta = meta;
+      } finally {
+        this.db.exec('COMMIT');
+      }
+    } catch (err) {
+      sqliteError(this.file, err, 'following the writer');
     }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writing
+
+  // Takes the writer lock (inside a write turn): INDEX_LOCKED when another writer holds it.
+  private takeLock(): void {
+    this.assertOpen();
+    if (this.readOnly) invalidArgument(`this M3Index was loaded with { readOnly: true }: it cannot be modified (load it without readOnly to write)`);
+    if (this.lock || this.home === undefined) return;
+    const lock = WriterLock.acquire(this.home, this.lockTimeoutMs);
+    try {
+      removeTemporaryFiles(this.home);
+      this.refresh(); // catch up with the previous writer before writing
+      this.lock = lock;
+      this.nextRid = this.readNextRid();
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  // Commits rows in ONE transaction, then mirrors them (synchronously: no search can observe a
+  // half-applied batch). A failed commit changes nothing, on disk or in memory.
+  private commitRows(rows: Row[]): void {
+    if (rows.length === 0) return;
+    const m = this.mirror;
+    const s = this.stmts;
+    let rid = this.nextRid;
+    const placed: { row: Row; rid: number; old: number | undefined }[] = [];
+    const meta = { ...this.meta };
+    try {
+      this.db.transaction(() => {
+        let count = meta.count;
+        for (const row of rows) {
+          const old = m.docs.get(row.id)?.rid;
+          if (old !== undefined) {
+            s.deleteDoc.run(old);
+            s.deleteText.run(old);
+            s.deleteColbert.run(old);
+            s.logDeletion.run(old);
+            count--;
+          }
+          const r = rid++;
+          const idBytes = utf8Bytes(row.id);
+          const metaBytes = utf8Bytes(JSON.stringify(row.metadata));
+          const dense = denseBytes(row.dense);
+          const sparse = sparseBytes(row.sparse);
+          s.insertDoc.run(r, row.id, metaBytes, dense, sparse, this.crc.docs(r, idBytes, metaBytes, dense, sparse));
+          const text = utf8Bytes(row.text);
+          s.insertText.run(r, text, this.crc.text(r, text));
+          if (this.colbertPrecision !== 'none') s.insertColbert.run(r, row.colbert, this.crc.colbert(r, row.colbert));
+          placed.push({ row, rid: r, old });
+          count++;
+        }
+        meta.count = count;
+        writeMeta(this.db, meta);
+      })();
+    } catch (err) {
+      sqliteError(this.file, err, 'committing documents');
+    }
+    this.nextRid = rid;
+    this.meta = meta;
+    m.dense.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.dense })));
+    m.sparse.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.sparse })));
+    for (const p of placed) {
+      if (p.old !== undefined) m.idOfRid.delete(p.old);
+      m.docs.set(p.row.id, { rid: p.rid, metadata: p.row.metadata });
+      m.idOfRid.set(p.rid, p.row.id);
+    }
+    m.lastRid = rid - 1;
+    this.maybeCompact();
+  }
+
+  private rowsOf(batch: EncodedEntry[]): Row[] {
+    return batch.map((b) => ({ id: b.id, text: b.text, metadata: b.metadata, dense: b.encoding.dense, sparse: b.encoding.sparse, colbert: this.codec.encode(b.encoding.colbert) }));
   }
 
   /**
    * Encodes and adds documents: every batch of `batchSize` texts costs ONE encoder call with
-   * dense, sparse and ColBERT requested together, and is stored before the next batch is
-   * encoded, so a large (async) iterable is never held twice in memory. A repeated id replaces
-   * the earlier document. Returns the ids, in input order. Takes effect in call order. On
-   * failure, batches already stored stay stored (the error says how many).
+   * dense, sparse and ColBERT requested together, and is committed (one transaction) before the
+   * next batch is encoded, so a large (async) iterable is never held whole in memory. A repeated
+   * id replaces the earlier document. Returns the ids, in input order. Takes effect in call
+   * order. On failure, batches already committed stay (the error says how many documents).
    */
   add(docs: Iterable<M3Document> | AsyncIterable<M3Document>, options: M3AddOptions = {}): Promise<string[]> {
     const turn = this.writes.reserve();
     let encoder: TextEncoder3;
     try {
+      this.assertOpen();
+      if (this.readOnly) this.takeLock(); // throws the read-only error
       encoder = this.requireEncoder();
     } catch (err) {
       turn.release();
       return Promise.reject(err);
     }
+    let locked = false;
     return ingestDocuments(docs, turn, {
       encoder,
       model: { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize },
+      colbert: this.colbertPrecision !== 'none',
       batchSize: this.batchSize,
       ...(this.maxLength ? { maxLength: this.maxLength } : {}),
       ...(options?.signal ? { signal: options.signal } : {}),
       what: 'M3Index.add',
-      apply: (batch) => this.insert(batch),
+      apply: (batch) => {
+        if (!locked) {
+          this.takeLock();
+          locked = true;
+        }
+        this.commitRows(this.rowsOf(batch));
+      },
     });
   }
 
   /**
    * Adds documents whose encodings were computed elsewhere (e.g. by an adapter that already
-   * embedded them). Each `encoding` needs dense, sparse and ColBERT outputs from the same model.
-   * All entries are checked before any is stored. Returns the ids, in input order.
+   * embedded them). Each `encoding` needs dense, sparse and ColBERT outputs from the same model
+   * (ColBERT may be absent for `colbertPrecision: 'none'`). All entries are checked before any
+   * is stored, and committed in one transaction. Returns the ids, in input order.
    */
   addEncoded(docs: Iterable<M3EncodedDocument>, _options: M3AddOptions = {}): Promise<string[]> {
     const turn = this.writes.reserve();
     return (async () => {
       try {
-        const { ids, entries } = checkEncodedDocuments(docs, { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize }, 'M3Index.addEncoded');
+        this.assertOpen();
+        const { ids, entries } = checkEncodedDocuments(docs, { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbertPrecision !== 'none' }, 'M3Index.addEncoded');
+        const rows = this.rowsOf(entries);
         await turn.ready;
-        this.insert(entries);
+        this.takeLock();
+        this.commitRows(rows);
         return ids;
       } finally {
         turn.release();
@@ -286,7 +736,7 @@ export class M3Index implements M3Store {
     })();
   }
 
-  /** Removes documents; unknown ids are ignored. Returns how many were removed. Takes effect in call order. */
+  /** Removes documents (one transaction); unknown ids are ignored. Returns how many were removed. Takes effect in call order. */
   delete(ids: string | Iterable<string>): Promise<number> {
     let list: string[];
     try {
@@ -295,15 +745,193 @@ export class M3Index implements M3Store {
       return Promise.reject(err);
     }
     return this.writes.run(() => {
-      const present = list.filter((id) => this.docs.has(id));
-      this.dense.delete(present);
-      this.sparse.delete(present);
-      this.colbert.delete(present);
-      let n = 0;
-      for (const id of present) if (this.docs.delete(id)) n++;
-      return n;
+      this.takeLock();
+      const m = this.mirror;
+      const present = [...new Set(list)].filter((id) => m.docs.has(id));
+      if (present.length === 0) return 0;
+      const s = this.stmts;
+      const meta = { ...this.meta };
+      try {
+        this.db.transaction(() => {
+          for (const id of present) {
+            const rid = (m.docs.get(id) as DocRef).rid;
+            s.deleteDoc.run(rid);
+            s.deleteText.run(rid);
+            s.deleteColbert.run(rid);
+            s.logDeletion.run(rid);
+          }
+          meta.count -= present.length;
+          writeMeta(this.db, meta);
+        })();
+      } catch (err) {
+        sqliteError(this.file, err, 'deleting documents');
+      }
+      this.meta = meta;
+      m.dense.delete(present);
+      m.sparse.delete(present);
+      for (const id of present) {
+        m.idOfRid.delete((m.docs.get(id) as DocRef).rid);
+        m.docs.delete(id);
+      }
+      this.maybeCompact();
+      return present.length;
     });
   }
+
+  private maybeCompact(): void {
+    if (this.home === undefined) return;
+    const pages = this.db.pragma('page_count', { simple: true }) as number;
+    const free = this.db.pragma('freelist_count', { simple: true }) as number;
+    if (pages >= COMPACT_MIN_PAGES && free > pages * COMPACT_FREE_SHARE) this.compactNow();
+  }
+
+  private compactNow(): void {
+    try {
+      const meta = { ...this.meta };
+      this.db.transaction(() => {
+        const last = this.db.prepare('SELECT max(seq) AS seq FROM deletions').get() as { seq: number | null };
+        if (last.seq !== null) {
+          this.db.prepare('DELETE FROM deletions').run();
+          meta.deletionsTrimmed = last.seq;
+          writeMeta(this.db, meta);
+        }
+      })();
+      this.meta = meta;
+      this.mirror.lastDeletion = Math.max(this.mirror.lastDeletion, meta.deletionsTrimmed);
+      this.db.pragma('incremental_vacuum');
+      if (this.home !== undefined) this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch (err) {
+      sqliteError(this.file, err, 'compacting');
+    }
+  }
+
+  /**
+   * Gives the space of deleted and replaced documents back to the file system (and trims the
+   * deletion log readers follow; a reader further behind reloads whole). Runs automatically
+   * after a commit when more than a quarter of the file is free. Takes effect in call order;
+   * crash-safe (one transaction).
+   */
+  compact(): Promise<void> {
+    return this.writes.run(() => {
+      this.takeLock();
+      this.compactNow();
+    });
+  }
+
+  /**
+   * Makes the index durable in directory `dir` (created if needed). For the index's own
+   * directory this is a checkpoint (every batch is committed already). A temporary index is
+   * written to `dir` and lives there from then on (it becomes `dir`'s writer). An index living
+   * elsewhere is copied to `dir` and stays where it is. An index `dir` held already is replaced
+   * atomically (readers see the old or the new one). Takes `dir`'s writer lock (INDEX_LOCKED if
+   * another writer holds it). Takes effect in call order.
+   */
+  save(dir: string): Promise<void> {
+    try {
+      checkDir(dir);
+      this.assertOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.writes.run(async () => {
+      if (this.home !== undefined && isSameDir(this.home, dir)) {
+        this.takeLock();
+        try {
+          this.db.pragma('wal_checkpoint(PASSIVE)');
+        } catch (err) {
+          sqliteError(this.file, err, 'checkpointing');
+        }
+        return;
+      }
+      try {
+        mkdirSync(dir, { recursive: true });
+      } catch (err) {
+        throw new M3Error('INVALID_ARGUMENT', `cannot create the index directory ${dir}: ${(err as Error).message}`, { file: dir, cause: err });
+      }
+      const lock = WriterLock.acquire(dir, this.lockTimeoutMs);
+      let keep = false;
+      try {
+        removeTemporaryFiles(dir);
+        const file = join(dir, DB_FILE);
+        const tmp = join(dir, `${DB_FILE}.tmp-${randomBytes(4).toString('hex')}`);
+        try {
+          this.db.prepare('VACUUM INTO ?').run(tmp);
+          fsyncPath(tmp);
+        } catch (err) {
+          rmSync(tmp, { force: true });
+          sqliteError(file, err, 'writing the index');
+        }
+        if (existsSync(file)) {
+          // Replace the index there in one transaction of its own database.
+          const target = openDatabase(dir, false);
+          try {
+            target.prepare('ATTACH DATABASE ? AS src').run(tmp);
+            target.transaction(() => {
+              for (const t of ['docs', 'texts', 'colbert', 'deletions', 'meta']) {
+                target.exec(`DELETE FROM main.${t}`);
+                target.exec(`INSERT INTO main.${t} SELECT * FROM src.${t}`);
+              }
+              const seq = target.prepare("SELECT seq FROM src.sqlite_sequence WHERE name = 'docs'").get() as { seq: number } | undefined;
+              target.exec("DELETE FROM main.sqlite_sequence WHERE name = 'docs'");
+              if (seq) target.prepare("INSERT INTO main.sqlite_sequence(name, seq) VALUES ('docs', ?)").run(seq.seq);
+            })();
+            target.exec('DETACH DATABASE src');
+            target.pragma('incremental_vacuum');
+          } catch (err) {
+            sqliteError(file, err, 'replacing the index');
+          } finally {
+            target.close();
+            rmSync(tmp, { force: true });
+          }
+        } else {
+          try {
+            const t = createDatabaseFile(tmp);
+            t.pragma('journal_mode = WAL');
+            t.close();
+            fsyncPath(tmp);
+            renameSync(tmp, file); // the commit point
+            fsyncPath(dir, true);
+          } catch (err) {
+            rmSync(tmp, { force: true });
+            sqliteError(file, err, 'writing the index');
+          }
+        }
+        if (await hasLegacyIndex(dir)) await removeLegacyFiles(dir);
+        if (this.home === undefined) {
+          // The temporary index now lives in dir, as its writer.
+          const live = openDatabase(dir, false);
+          this.db.close();
+          this.db = live;
+          this.file = file;
+          this.home = resolve(dir);
+          this.stmts = prepare(live);
+          this.lock = lock;
+          this.meta = readMeta(live, file);
+          this.syncVersion();
+          this.nextRid = this.readNextRid();
+          keep = true;
+        }
+      } finally {
+        if (!keep) lock.release();
+      }
+    });
+  }
+
+  /** Waits for pending writes, checkpoints, releases the writer lock and closes the database (idempotent). */
+  async close(): Promise<void> {
+    await this.writes.idle();
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.db.close();
+    } finally {
+      this.lock?.release();
+      this.lock = undefined;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Search
 
   private encodeQuery(query: M3Query, need: OutputSelection, signal: AbortSignal | undefined): Promise<EncodeResult> {
     return resolveQuery(query, need, {
@@ -315,320 +943,281 @@ export class M3Index implements M3Store {
     });
   }
 
-  private idFilter(f: CheckedFilters): ((id: string) => boolean) | undefined {
+  private idFilter(f: CheckedFilters, docs: Map<string, DocRef>): ((id: string) => boolean) | undefined {
     const { where, filter } = f;
     if (where === undefined && filter === undefined) return undefined;
     return (id) => {
-      const d = this.docs.get(id);
+      const d = docs.get(id);
       if (d === undefined) return false;
       if (where !== undefined && !matchesWhere(where, d.metadata)) return false;
       return filter === undefined || filter(copyMetadata(d.metadata), id) === true;
     };
   }
 
-  private hit(id: string, score: number): M3Hit | undefined {
-    const d = this.stored(id);
-    return d ? { ...d, score } : undefined;
+  private defaultWeights(): M3Weights | undefined {
+    return this.colbertPrecision === 'none' ? NO_COLBERT_WEIGHTS : undefined;
+  }
+
+  private checkColbertWeight(weights: M3Weights): void {
+    if (this.colbertPrecision === 'none' && weights[2] > 0) invalidArgument('this M3Index keeps no ColBERT vectors (colbertPrecision "none"): give weights with a ColBERT weight of 0');
   }
 
   /**
    * Hybrid search, the recommended M3 pipeline: dense top-fetchK ∪ sparse top-fetchK (deduped)
    * → every candidate rescored exactly by dense (inner product), sparse (lexical matching score)
-   * and ColBERT (MaxSim) → combined score (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k
-   * (ties: id ascending). A string query is encoded once, with all three outputs (ColBERT is
-   * skipped when its weight is 0). An empty index returns [].
+   * and ColBERT (MaxSim over the stored vectors, read from disk for the candidates only) →
+   * combined score (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k (ties: id ascending). A
+   * string query is encoded once (ColBERT is skipped when its weight is 0). An empty index
+   * returns [].
    */
   async search(query: M3Query, options: M3SearchOptions = {}): Promise<M3SearchResult[]> {
-    const o = checkSearchOptions(options);
-    const filter = this.idFilter(o);
-    if (this.docs.size === 0) return [];
-    // ColBERT is the one costly mode: with weight 0 it is neither requested nor computed (its
-    // reported score is then 0), as in m3Rerank.
+    const o = checkSearchOptions(options, 'options', this.defaultWeights());
+    this.checkColbertWeight(o.weights);
+    this.assertOpen();
+    this.refresh();
+    if (this.mirror.docs.size === 0) return [];
     const useColbert = o.weights[2] > 0;
     const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
-    const denseHits = await this.dense.search(q.dense as Float32Array, o.fetchK, filter ? { filter } : {});
-    // Everything below up to MaxSim is synchronous, so the candidates exist in all stores.
-    const sparseHits = this.sparse.search(q.sparse as SparseVector, o.fetchK, filter ? { filter } : {});
-    const candidates = [...new Set([...denseHits.map((h) => h.id), ...sparseHits.map((h) => h.id)])].filter((id) => this.docs.has(id));
-    return (await this.scoreCandidates(q, candidates, o.weights)).slice(0, o.k);
+    this.assertOpen();
+    this.refresh();
+    const m = this.mirror;
+    const filter = this.idFilter(o, m.docs);
+    const denseHits = await m.dense.search(q.dense as Float32Array, o.fetchK, filter ? { filter } : {});
+    this.assertOpen();
+    // From here to the ColBERT reads everything is synchronous: the candidates exist in every part.
+    const mirror = this.mirror;
+    const sparseHits = mirror.sparse.search(q.sparse as SparseVector, o.fetchK, filter ? { filter } : {});
+    const candidates = [...new Set([...denseHits.map((h) => h.id), ...sparseHits.map((h) => h.id)])].filter((id) => mirror.docs.has(id));
+    const results = await this.scoreCandidates(q, candidates, o.weights);
+    return this.withTexts(results, o.k);
   }
 
-  // The M3 rerank of candidates that exist now (synchronous up to MaxSim, which reads the
-  // ColBERT store; a candidate deleted during MaxSim is dropped, never an error).
-  private async scoreCandidates(q: EncodeResult, candidates: string[], weights: M3Weights): Promise<M3SearchResult[]> {
-    if (candidates.length === 0) return [];
+  // The M3 rerank of candidates that exist now (synchronous up to MaxSim). ColBERT rows are read
+  // here; a row gone meanwhile (a reader behind its writer) drops its candidate, never an error.
+  private async scoreCandidates(q: EncodeResult, ids: string[], weights: M3Weights): Promise<{ id: string; rid: number; metadata: JsonObject; score: number; scores: { dense: number; sparse: number; colbert: number } }[]> {
+    if (ids.length === 0) return [];
+    const m = this.mirror;
     const useColbert = weights[2] > 0;
-    const dense = this.dense.scoreIds(q.dense as Float32Array, candidates);
-    const sparse = this.sparse.scoreIds(q.sparse as SparseVector, candidates);
-    const colbert = useColbert
-      ? await maxSimStored(q.colbert as NonNullable<EncodeResult['colbert']>, this.colbert, candidates, this.threads)
-      : new Float64Array(candidates.length);
-    const results: M3SearchResult[] = [];
-    candidates.forEach((id, i) => {
+    const refs = ids.map((id) => m.docs.get(id) as DocRef);
+    const dense = m.dense.scoreIds(q.dense as Float32Array, ids);
+    const sparse = m.sparse.scoreIds(q.sparse as SparseVector, ids);
+    let colbert: Float64Array = new Float64Array(ids.length);
+    let keep: boolean[] = ids.map(() => true);
+    if (useColbert) {
+      const sources = refs.map((r) => this.readColbert(r.rid));
+      keep = sources.map((s) => s !== undefined);
+      const present = sources.filter((s): s is NonNullable<typeof s> => s !== undefined);
+      const precision = this.colbertPrecision === 'none' ? 'fp32' : this.colbertPrecision;
+      const scores = await maxSimRaw(q.colbert as ColbertMatrix, precision, this.dim, present, this.threads);
+      colbert = new Float64Array(ids.length);
+      let j = 0;
+      for (let i = 0; i < ids.length; i++) if (keep[i]) colbert[i] = scores[j++];
+    }
+    const out: { id: string; rid: number; metadata: JsonObject; score: number; scores: { dense: number; sparse: number; colbert: number } }[] = [];
+    ids.forEach((id, i) => {
+      if (!keep[i]) return;
       const scores = { dense: dense[i], sparse: sparse[i], colbert: colbert[i] };
-      const hit = this.hit(id, m3AllScore(scores, weights)); // undefined if deleted meanwhile
-      if (hit) results.push({ ...hit, scores });
+      out.push({ id, rid: refs[i].rid, metadata: refs[i].metadata, score: m3AllScore(scores, weights), scores });
     });
-    return sortHits(results);
+    return sortHits(out);
+  }
+
+  private readColbert(rid: number): ReturnType<ColbertCodec['view']> | undefined {
+    let row: { data: Buffer; crc: number } | undefined;
+    try {
+      row = this.stmts.getColbert.get(rid) as typeof row;
+    } catch (err) {
+      sqliteError(this.file, err, 'reading ColBERT vectors');
+    }
+    if (!row) return undefined;
+    if (this.crc.colbert(rid, row.data) !== row.crc) throw new M3Error('INDEX_INVALID', `${this.file}: the ColBERT vectors of row ${rid} fail their checksum (edited, damaged or from another index)`, { file: this.file });
+    try {
+      return this.codec.view(row.data);
+    } catch (err) {
+      throw new M3Error('INDEX_INVALID', `${this.file}: row ${rid}: ${(err as Error).message}`, { file: this.file, cause: err });
+    }
+  }
+
+  // The best `k` ranked hits with their texts (read now; a hit whose row is gone is skipped).
+  private withTexts<T extends { id: string; rid: number; metadata: JsonObject; score: number }>(ranked: T[], k: number | undefined): (Omit<T, 'rid'> & M3StoredDocument)[] {
+    const out: (Omit<T, 'rid'> & M3StoredDocument)[] = [];
+    for (const r of ranked) {
+      if (k !== undefined && out.length >= k) break;
+      const text = this.closed ? undefined : this.readText(r.rid);
+      if (text === undefined) continue;
+      const { rid: _rid, ...rest } = r;
+      out.push({ ...rest, text, metadata: copyMetadata(r.metadata) } as Omit<T, 'rid'> & M3StoredDocument);
+    }
+    return out;
   }
 
   /** The M3 rerank of stored documents `ids` (see {@link M3Store.rescore}); unknown ids are left out. */
   async rescore(query: M3Query, ids: readonly string[], options: M3RescoreOptions = {}): Promise<M3SearchResult[]> {
-    const o = checkRescoreOptions(options);
+    const o = checkRescoreOptions(options, 'options', this.defaultWeights());
+    this.checkColbertWeight(o.weights);
     const list = [...new Set(checkIdList(ids))];
+    this.assertOpen();
     const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: o.weights[2] > 0 }, o.signal);
-    const results = await this.scoreCandidates(q, list.filter((id) => this.docs.has(id)), o.weights);
-    return o.k === undefined ? results : results.slice(0, o.k);
+    this.assertOpen();
+    this.refresh();
+    const results = await this.scoreCandidates(q, list.filter((id) => this.mirror.docs.has(id)), o.weights);
+    return this.withTexts(results, o.k);
+  }
+
+  private async single(mode: 'dense' | 'sparse', query: M3Query, options: M3SingleModeOptions): Promise<M3Hit[]> {
+    const o = checkSingleModeOptions(options);
+    this.assertOpen();
+    this.refresh();
+    if (this.mirror.docs.size === 0) return [];
+    const q = await this.encodeQuery(query, mode === 'dense' ? { dense: true } : { sparse: true }, o.signal);
+    this.assertOpen();
+    this.refresh();
+    const m = this.mirror;
+    const filter = this.idFilter(o, m.docs);
+    const hits = mode === 'dense' ? await m.dense.search(q.dense as Float32Array, o.k, filter ? { filter } : {}) : m.sparse.search(q.sparse as SparseVector, o.k, filter ? { filter } : {});
+    const ranked = hits.flatMap((h) => {
+      const d = this.mirror.docs.get(h.id);
+      return d ? [{ id: h.id, rid: d.rid, metadata: d.metadata, score: h.score }] : [];
+    });
+    return this.withTexts(ranked, undefined);
   }
 
   /** Dense-only exact search (inner product of the normalised vectors). */
-  async searchDense(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const o = checkSingleModeOptions(options);
-    const filter = this.idFilter(o);
-    if (this.docs.size === 0) return [];
-    const q = await this.encodeQuery(query, { dense: true }, o.signal);
-    const hits = await this.dense.search(q.dense as Float32Array, o.k, filter ? { filter } : {});
-    return hits.map((h) => this.hit(h.id, h.score)).filter((h): h is M3Hit => h !== undefined);
+  searchDense(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
+    return this.single('dense', query, options);
   }
 
   /** Sparse-only exact search (lexical matching score; documents sharing no token are not returned). */
-  async searchSparse(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const o = checkSingleModeOptions(options);
-    const filter = this.idFilter(o);
-    if (this.docs.size === 0) return [];
-    const q = await this.encodeQuery(query, { sparse: true }, o.signal);
-    const hits = this.sparse.search(q.sparse as SparseVector, o.k, filter ? { filter } : {});
-    return hits.map((h) => this.hit(h.id, h.score)).filter((h): h is M3Hit => h !== undefined);
-  }
-
-  /** Waits for pending writes (this in-memory index has nothing else to release). */
-  async close(): Promise<void> {
-    await this.writes.idle();
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Persistence
-
-  /**
-   * Saves the whole index to directory `dir` (created if needed) as a new generation, then
-   * atomically switches `CURRENT` to it (see the file comment): a crash or kill at any moment
-   * leaves the previous save loadable. Metadata must be JSON-serialisable.
-   */
-  async save(dir: string): Promise<void> {
-    return this.writes.run(async () => {
-      await mkdir(dir, { recursive: true });
-      const previous = await readPointer(dir).catch(() => undefined);
-      let seq = 1;
-      for (const name of await readdir(dir)) {
-        const m = GEN_RE.exec(name);
-        if (m) seq = Math.max(seq, Number(m[1]) + 1);
-      }
-      const gen = `gen-${String(seq).padStart(6, '0')}-${randomBytes(4).toString('hex')}`;
-      const genDir = join(dir, gen);
-      await mkdir(genDir);
-      const files = { docs: 'docs.jsonl', dense: 'dense.bin', sparse: 'sparse.bin', colbert: 'colbert.bin' };
-      const docs = this.docs;
-      let docsCrc = 0;
-      let docsBytes = 0;
-      const utf8 = new TextEncoder();
-      const lines = function* (): Generator<Uint8Array> {
-        for (const [id, d] of docs) {
-          let json: string;
-          try {
-            json = JSON.stringify({ id, text: d.text, metadata: d.metadata });
-          } catch (err) {
-            throw new M3Error('INVALID_ARGUMENT', `metadata of document ${JSON.stringify(id)} is not JSON-serialisable: ${(err as Error).message}`, { cause: err });
-          }
-          const line = utf8.encode(`${json}\n`);
-          docsCrc = crc32(line, docsCrc);
-          docsBytes += line.byteLength;
-          yield line;
-        }
-      };
-      try {
-        await writeFileAtomic(join(genDir, files.docs), lines());
-        await this.dense.save(join(genDir, files.dense));
-        await this.sparse.save(join(genDir, files.sparse));
-        await this.colbert.save(join(genDir, files.colbert));
-      } catch (err) {
-        await rm(genDir, { recursive: true, force: true }).catch(() => undefined);
-        throw err;
-      }
-      const manifest: Manifest = {
-        format: FORMAT,
-        version: FORMAT_VERSION,
-        modelId: this.modelId,
-        dim: this.dim,
-        vocabSize: this.vocabSize,
-        colbertPrecision: this.colbertPrecision,
-        count: this.docs.size,
-        maxLength: this.maxLength ?? null,
-        files,
-        docsBytes,
-        docsCrc32: docsCrc,
-        createdAt: new Date().toISOString(),
-      };
-      await writeFileAtomic(join(genDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-      // The commit point: until this rename, CURRENT names the previous generation.
-      await writeFileAtomic(join(dir, POINTER), `${JSON.stringify({ format: FORMAT, generation: gen })}\n`);
-      for (const name of await readdir(dir)) {
-        if (GEN_RE.test(name) && name !== gen && name !== previous) await rm(join(dir, name), { recursive: true, force: true });
-      }
-    });
-  }
-
-  /**
-   * Loads an index saved by {@link save}. INDEX_INVALID (naming the file) when the directory is
-   * not an index or a part is damaged or inconsistent; INDEX_MISMATCH when `options.encoder`
-   * has another model id, dimension or vocabulary size than the index (the message lists what
-   * differs). Without an encoder the index can still be searched with EncodeResult queries.
-   */
-  static async load(dir: string, options: M3IndexLoadOptions = {}): Promise<M3Index> {
-    if (options.encoder !== undefined) assertTextEncoder3(options.encoder, 'options.encoder');
-    checkPositiveInt(options.maxLength, 'maxLength');
-    checkPositiveInt(options.batchSize, 'batchSize');
-    checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
-    const gen = await readPointer(dir);
-    const genDir = join(dir, gen);
-    const manifestPath = join(genDir, 'manifest.json');
-    const manifest = await readManifest(manifestPath);
-    const enc = options.encoder;
-    if (enc) {
-      const diffs: string[] = [];
-      if (enc.modelId !== manifest.modelId) diffs.push(`model id ${JSON.stringify(manifest.modelId)} (index) vs ${JSON.stringify(enc.modelId)} (encoder)`);
-      if (enc.dim !== manifest.dim) diffs.push(`dimension ${manifest.dim} vs ${enc.dim}`);
-      if (enc.vocabSize !== manifest.vocabSize) diffs.push(`vocabulary size ${manifest.vocabSize} vs ${enc.vocabSize}`);
-      if (diffs.length) throw new M3Error('INDEX_MISMATCH', `${dir}: the index does not match the encoder: ${diffs.join('; ')}`, { file: manifestPath });
-    }
-    const expect = { modelId: manifest.modelId };
-    const part = async <T>(name: string, fn: (path: string) => Promise<T>): Promise<T> => {
-      const path = join(genDir, name);
-      try {
-        return await fn(path);
-      } catch (err) {
-        // Inside one index directory a part that disagrees with the manifest is corruption.
-        if (err instanceof M3Error && err.code === 'INDEX_MISMATCH') throw new M3Error('INDEX_INVALID', `${err.message} (the manifest says otherwise)`, { file: path, cause: err });
-        throw err;
-      }
-    };
-    const dense = await part(manifest.files.dense, (p) =>
-      DenseIndex.load(p, { ...expect, dim: manifest.dim, ...(options.intraOpNumThreads ? { intraOpNumThreads: options.intraOpNumThreads } : {}) }),
-    );
-    const sparse = await part(manifest.files.sparse, (p) => SparseIndex.load(p, { ...expect, vocabSize: manifest.vocabSize }));
-    const colbert = await part(manifest.files.colbert, (p) => ColbertStore.load(p, { ...expect, dim: manifest.dim, precision: manifest.colbertPrecision }));
-    const maxLength = options.maxLength ?? manifest.maxLength ?? undefined;
-    const index = new M3Index(
-      manifest,
-      { ...options, ...(maxLength !== undefined ? { maxLength } : {}) },
-      { dense, sparse, colbert },
-    );
-    const docsPath = join(genDir, manifest.files.docs);
-    await readDocs(docsPath, manifest, (id, text, metadata: JsonObject) => {
-      if (index.docs.has(id)) corruptFile(docsPath, `duplicate id ${JSON.stringify(id)}`);
-      index.docs.set(id, { text, metadata });
-    });
-    // The four parts must describe exactly the same documents.
-    if (index.docs.size !== manifest.count) corruptFile(docsPath, `${index.docs.size} documents, the manifest says ${manifest.count}`);
-    for (const [name, store] of [
-      [manifest.files.dense, dense],
-      [manifest.files.sparse, sparse],
-      [manifest.files.colbert, colbert],
-    ] as const) {
-      if (store.size !== manifest.count) corruptFile(join(genDir, name), `${store.size} documents, the manifest says ${manifest.count}`);
-      for (const id of index.docs.keys()) if (!store.has(id)) corruptFile(join(genDir, name), `document ${JSON.stringify(id)} is missing`);
-    }
-    return index;
+  searchSparse(query: M3Query, options: M3SingleModeOptions = {}): Promise<M3Hit[]> {
+    return this.single('sparse', query, options);
   }
 }
 
-function corruptFile(file: string, what: string): never {
-  throw new M3Error('INDEX_INVALID', `${file}: ${what}`, { file });
+function threadsOf(o: { intraOpNumThreads?: number | undefined }): { intraOpNumThreads?: number } {
+  return o.intraOpNumThreads !== undefined ? { intraOpNumThreads: o.intraOpNumThreads } : {};
 }
 
-async function readPointer(dir: string): Promise<string> {
-  const path = join(dir, POINTER);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new M3Error('INDEX_INVALID', `${dir} is not an M3Index directory (cannot read ${POINTER}: ${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path, cause: err });
-  }
-  let gen: unknown;
-  try {
-    const p = JSON.parse(text) as { format?: unknown; generation?: unknown };
-    if (p.format !== FORMAT) throw new Error(`format ${JSON.stringify(p.format)}`);
-    gen = p.generation;
-  } catch (err) {
-    corruptFile(path, `not an M3Index pointer file (${(err as Error).message})`);
-  }
-  // A strict pattern: the pointer can never lead outside the index directory.
-  if (typeof gen !== 'string' || !GEN_RE.test(gen)) corruptFile(path, `invalid generation ${JSON.stringify(gen)}`);
-  return gen;
+function emptyMirror(meta: Pick<IndexMeta, 'dim' | 'modelId' | 'vocabSize'>, threads: { intraOpNumThreads?: number }): Mirror {
+  return {
+    dense: new DenseIndex({ dim: meta.dim, modelId: meta.modelId, ...threads }),
+    sparse: new SparseIndex({ vocabSize: meta.vocabSize, modelId: meta.modelId }),
+    docs: new Map(),
+    idOfRid: new Map(),
+    lastRid: 0,
+    lastDeletion: 0,
+  };
 }
 
-async function readManifest(path: string): Promise<Manifest> {
-  let m: Record<string, unknown>;
-  try {
-    m = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
-  } catch (err) {
-    throw new M3Error('INDEX_INVALID', `${path}: unreadable manifest (${(err as Error).message})`, { file: path, cause: err });
-  }
-  const bad = (field: string) => corruptFile(path, `invalid manifest field ${field}: ${JSON.stringify(m?.[field])}`);
-  if (m?.format !== FORMAT) bad('format');
-  if (m.version !== FORMAT_VERSION) corruptFile(path, `unsupported M3Index format version ${JSON.stringify(m.version)} (this build reads ${FORMAT_VERSION})`);
-  if (typeof m.modelId !== 'string') bad('modelId');
-  for (const f of ['dim', 'vocabSize', 'count', 'docsBytes', 'docsCrc32'] as const) {
-    if (typeof m[f] !== 'number' || !Number.isSafeInteger(m[f]) || (m[f] as number) < 0) bad(f);
-  }
-  if ((m.dim as number) === 0 || (m.vocabSize as number) === 0) bad('dim');
-  if (!['fp32', 'fp16', 'int8'].includes(m.colbertPrecision as string)) bad('colbertPrecision');
-  if (m.maxLength !== null && (typeof m.maxLength !== 'number' || !Number.isSafeInteger(m.maxLength) || m.maxLength <= 0)) bad('maxLength');
-  const files = m.files as Record<string, unknown> | undefined;
-  for (const f of ['docs', 'dense', 'sparse', 'colbert']) {
-    // plain file names only: a manifest can never point outside its generation directory
-    if (typeof files?.[f] !== 'string' || !/^[\w.-]+$/.test(files[f] as string) || files[f] === '..' || files[f] === '.') bad('files');
-  }
-  return m as unknown as Manifest;
+function checkEncoderMatches(enc: TextEncoder3 | undefined, meta: { modelId: string; dim: number; vocabSize: number }, dir: string, file: string): void {
+  if (!enc) return;
+  const diffs: string[] = [];
+  if (enc.modelId !== meta.modelId) diffs.push(`model id ${JSON.stringify(meta.modelId)} (index) vs ${JSON.stringify(enc.modelId)} (encoder)`);
+  if (enc.dim !== meta.dim) diffs.push(`dimension ${meta.dim} vs ${enc.dim}`);
+  if (enc.vocabSize !== meta.vocabSize) diffs.push(`vocabulary size ${meta.vocabSize} vs ${enc.vocabSize}`);
+  if (diffs.length) throw new M3Error('INDEX_MISMATCH', `${dir}: the index does not match the encoder: ${diffs.join('; ')}`, { file });
 }
 
-async function readDocs(path: string, manifest: Manifest, onDoc: (id: string, text: string, metadata: JsonObject) => void): Promise<void> {
-  let crc = 0;
-  let bytes = 0;
-  let lineNo = 0;
-  let pending: Buffer[] = [];
-  const decoder = new TextDecoder('utf-8', { fatal: true });
-  const handle = (line: Buffer) => {
-    lineNo++;
-    let doc: { id?: unknown; text?: unknown; metadata?: unknown };
-    try {
-      doc = JSON.parse(decoder.decode(line)) as typeof doc;
-    } catch (err) {
-      corruptFile(path, `line ${lineNo} is not valid JSON (${(err as Error).message})`);
-    }
-    if (typeof doc?.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string' || !isPlainObject(doc.metadata)) {
-      corruptFile(path, `line ${lineNo} is not a {id, text, metadata} document`);
-    }
-    onDoc(doc.id, doc.text, doc.metadata);
+// Reads docs rows (checked: CRC, sizes, values) into the mirror, in chunks.
+function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirror, sql: string, params: unknown[]): number {
+  let n = 0;
+  let dense: { id: string; vector: Float32Array }[] = [];
+  let sparse: { id: string; vector: SparseVector }[] = [];
+  const flush = () => {
+    m.dense.upsertMany(dense);
+    m.sparse.upsertMany(sparse);
+    dense = [];
+    sparse = [];
   };
   try {
-    for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) {
-      crc = crc32(chunk, crc);
-      bytes += chunk.byteLength;
-      if (bytes > manifest.docsBytes) corruptFile(path, `longer than the ${manifest.docsBytes} bytes the manifest records`);
-      let start = 0;
-      for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
-        pending.push(chunk.subarray(start, nl));
-        handle(Buffer.concat(pending));
-        pending = [];
-        start = nl + 1;
+    for (const row of db.prepare(sql).iterate(...params) as IterableIterator<{ rid: number; id: string; metadata: Buffer; dense: Buffer; sparse: Buffer; crc: number }>) {
+      const { rid, id } = row;
+      const what = `row ${rid}`;
+      if (!Number.isSafeInteger(rid) || rid <= 0 || typeof id !== 'string' || !(row.metadata instanceof Uint8Array) || !(row.dense instanceof Uint8Array) || !(row.sparse instanceof Uint8Array)) {
+        throw new M3Error('INDEX_INVALID', `${file}: ${what} has columns of the wrong type`, { file });
       }
-      if (start < chunk.byteLength) pending.push(chunk.subarray(start));
+      if (crc.docs(rid, utf8Bytes(id), row.metadata, row.dense, row.sparse) !== row.crc) {
+        throw new M3Error('INDEX_INVALID', `${file}: ${what} (document ${JSON.stringify(id)}) fails its checksum (edited, damaged or from another index)`, { file });
+      }
+      try {
+        checkId(id);
+      } catch (err) {
+        throw new M3Error('INDEX_INVALID', `${file}: ${what}: ${(err as Error).message}`, { file });
+      }
+      if (m.docs.has(id)) throw new M3Error('INDEX_INVALID', `${file}: duplicate id ${JSON.stringify(id)}`, { file });
+      const metadata = readMetadata(file, row.metadata, `metadata of ${what}`);
+      dense.push({ id, vector: readDense(file, row.dense, meta.dim, what) });
+      sparse.push({ id, vector: readSparse(file, row.sparse, meta.vocabSize, what) });
+      m.docs.set(id, { rid, metadata });
+      m.idOfRid.set(rid, id);
+      if (rid > m.lastRid) m.lastRid = rid;
+      n++;
+      if (dense.length >= LOAD_CHUNK) flush();
     }
   } catch (err) {
-    if (err instanceof M3Error) throw err;
-    throw new M3Error('INDEX_INVALID', `${path}: cannot read documents (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path, cause: err });
+    sqliteError(file, err, 'reading documents');
   }
-  if (pending.length > 0) corruptFile(path, 'truncated (the last line has no newline)');
-  if (bytes !== manifest.docsBytes) corruptFile(path, `truncated: ${bytes} bytes, the manifest records ${manifest.docsBytes}`);
-  if (crc !== manifest.docsCrc32) corruptFile(path, 'checksum mismatch: the file is corrupt');
+  flush();
+  return n;
+}
+
+// Loads what search needs of a database (inside the caller's read, or alone).
+function loadMirror(db: Db, file: string, meta: IndexMeta, threads: { intraOpNumThreads?: number }): Mirror {
+  const m = emptyMirror(meta, threads);
+  m.dense.reserve(meta.count);
+  const crc = new RowCrc(meta.uuid);
+  const read = () => {
+    const n = readDocRows(db, file, meta, crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs ORDER BY rid', []);
+    if (n !== meta.count) throw new M3Error('INDEX_INVALID', `${file}: ${n} documents, the index records ${meta.count}`, { file });
+    const texts = (db.prepare('SELECT count(*) AS n FROM docs JOIN texts USING (rid)').get() as { n: number }).n;
+    const allTexts = (db.prepare('SELECT count(*) AS n FROM texts').get() as { n: number }).n;
+    if (texts !== n || allTexts !== n) throw new M3Error('INDEX_INVALID', `${file}: ${allTexts} texts (${texts} of known documents) for ${n} documents`, { file });
+    const colbert = (db.prepare('SELECT count(*) AS n FROM docs JOIN colbert USING (rid)').get() as { n: number }).n;
+    const allColbert = (db.prepare('SELECT count(*) AS n FROM colbert').get() as { n: number }).n;
+    const want = meta.colbertPrecision === 'none' ? 0 : n;
+    if (colbert !== want || allColbert !== want) throw new M3Error('INDEX_INVALID', `${file}: ${allColbert} ColBERT rows for ${n} documents`, { file });
+    const last = db.prepare('SELECT max(seq) AS seq FROM deletions').get() as { seq: number | null };
+    m.lastDeletion = Math.max(last.seq ?? 0, meta.deletionsTrimmed);
+  };
+  try {
+    if (db.inTransaction) read();
+    else {
+      db.exec('BEGIN');
+      try {
+        read();
+      } finally {
+        db.exec('COMMIT');
+      }
+    }
+  } catch (err) {
+    sqliteError(file, err, 'loading the index');
+  }
+  m.sparse.compact();
+  return m;
+}
+
+function isSameDir(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return resolve(a) === resolve(b);
+  }
+}
+
+// Leftovers of a save or creation killed before its rename (only called under the writer lock).
+function removeTemporaryFiles(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (name.startsWith(`${DB_FILE}.tmp-`)) {
+      try {
+        if (statSync(join(dir, name)).isFile()) rmSync(join(dir, name), { force: true });
+      } catch {
+        /* another cleanup got it */
+      }
+    }
+  }
 }

@@ -243,6 +243,22 @@ export async function maxSimStored(query: ColbertMatrix, store: ColbertStore, id
 }
 
 /**
+ * MaxSim scores of `query` against documents given in their stored precision (e.g. views of rows
+ * read from disk by `ColbertCodec.view`), all of `precision` and `dim`; packed run by run into
+ * pooled scratch buffers, as {@link maxSimStored}. Returns one score per document, in order.
+ */
+export async function maxSimRaw(
+  query: ColbertMatrix,
+  precision: ColbertPrecision,
+  dim: number,
+  docs: readonly { count: number; data: ColbertData; scales?: Float32Array }[],
+  options: MaxSimOptions = {},
+): Promise<Float64Array> {
+  checkQuery(query, dim);
+  return score(query, precision, dim, docs, options);
+}
+
+/**
  * MaxSim scores of `query` against each document (float32 matrices), in order: FlagEmbedding's
  * `colbert_score` for every pair, computed with one onnxruntime matrix product over all
  * candidate vectors (see the file comment). Empty documents score 0.

@@ -466,6 +466,32 @@ export class SparseIndex {
   }
 
   /**
+   * Every document's stored weights (zero weights dropped), rebuilt from the postings in one pass:
+   * for exporting or migrating an index, not for queries.
+   */
+  vectors(): Map<string, SparseVector> {
+    if (this.dLen > 0 || this.slotCount !== this.idToSlot.size) this.rebuild();
+    const n = this.slotCount;
+    const nnz = this.slotNnz;
+    const start = new Int32Array(n + 1);
+    for (let s = 0; s < n; s++) start[s + 1] = start[s] + nnz[s];
+    const terms = new Uint32Array(start[n]);
+    const ws = new Float32Array(start[n]);
+    const fill = start.slice(0, n);
+    const off = this.mOff;
+    for (let t = 0; t < this.mainTermSpace; t++) {
+      for (let p = off[t], e = off[t + 1]; p < e; p++) {
+        const q = fill[this.mDocs[p]]++;
+        terms[q] = t;
+        ws[q] = this.mW[p];
+      }
+    }
+    const out = new Map<string, SparseVector>();
+    for (let s = 0; s < n; s++) out.set(this.slotIds[s] as string, { indices: terms.slice(start[s], start[s + 1]), values: ws.slice(start[s], start[s + 1]) });
+    return out;
+  }
+
+  /**
    * Exact top-k documents by lexical matching score with `query`, best first (ties: id
    * ascending). Only documents sharing at least one token with the query are returned, so a
    * query with no indexed token gives []. `k` must be a positive integer; a k above the number of
