@@ -12,6 +12,7 @@ export type M3ErrorCode =
   | 'INVALID_ARGUMENT' // a caller passed a value of the right type but an unusable value
   | 'INDEX_INVALID' // an index file is truncated, corrupt, from another version or model
   | 'INDEX_MISMATCH' // an index and a model (or two indexes) disagree on dimension/vocabulary
+  | 'INDEX_LOCKED' // another writer (process or M3Index) holds an index's writer lock
   | 'HUB_ERROR' // the Hugging Face Hub (or a mirror) refused or failed a request
   | 'OFFLINE_MISS' // offline mode and the cache lacks a needed file
   | 'INTEGRITY' // a downloaded file's size or sha256 does not match
