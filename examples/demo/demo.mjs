@@ -15,7 +15,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_MODEL, M3Encoder, M3Error, M3Index, createCliProgress, defaultCacheDir, isRepoId } from '@bgem3/core';
+import { DEFAULT_MODEL, M3Encoder, M3Error, M3Index, checkModel, createCliProgress, defaultCacheDir, isRepoId } from '@bgem3/core';
 
 const USAGE = `Usage: pnpm demo -- [--model <dir|repo>] [--dtype fp32|q8] [--k N] [--query "…" …]
 
@@ -161,6 +161,20 @@ function explainLoadError(err, model) {
   throw err;
 }
 
+/**
+ * `bgem3 check` once: BAAI/bge-m3 from the Hub is checked right after its download (the first
+ * run) against BAAI's published example; a cached copy was checked then and is not again. Any
+ * other model is checked every run, against what holds for every model (no published figures
+ * are its own). Returns the line to print, or undefined when there is nothing to check.
+ */
+async function verifyOnce(encoder, opts, { remote, downloaded }) {
+  const bgeM3 = remote && opts.model.toLowerCase() === DEFAULT_MODEL.toLowerCase();
+  if (bgeM3 && !downloaded) return undefined;
+  const result = await checkModel(encoder, opts.dtype ? { dtype: opts.dtype } : {});
+  if (result.verified && result.reference?.model === 'BAAI/bge-m3') return "model verified against BAAI's published example";
+  return result.summary; // the deviation, or the universal checks' verdict when no published figures apply
+}
+
 async function main() {
   const opts = parseCli(process.argv.slice(2));
   const corpusUrl = new URL('./corpus.jsonl', import.meta.url);
@@ -177,9 +191,14 @@ async function main() {
   }
 
   const progress = createCliProgress();
+  let downloaded = false; // files came from the network in this run (the first run, or a new revision)
+  const onProgress = (p) => {
+    downloaded = true;
+    progress.onProgress(p);
+  };
   let encoder;
   try {
-    encoder = await M3Encoder.load(opts.model, { ...(opts.dtype ? { dtype: opts.dtype } : {}), hub: { onProgress: progress.onProgress } });
+    encoder = await M3Encoder.load(opts.model, { ...(opts.dtype ? { dtype: opts.dtype } : {}), hub: { onProgress } });
   } catch (err) {
     progress.stop();
     explainLoadError(err, opts.model);
@@ -187,12 +206,14 @@ async function main() {
   progress.stop();
 
   try {
+    const check = await verifyOnce(encoder, opts, { remote, downloaded });
     const t0 = performance.now();
     const index = await M3Index.create({ encoder });
     await index.add(docs.map((d) => ({ id: d.id, text: d.text, metadata: { lang: d.lang, title: d.title } })));
     const seconds = ((performance.now() - t0) / 1000).toFixed(1);
     const langs = new Set(docs.map((d) => d.lang));
     console.log(`model:   ${opts.model}${opts.dtype ? ` (${opts.dtype})` : ''}  [${encoder.modelId}]`);
+    if (check) console.log(`check:   ${check}`);
     console.log(`corpus:  ${index.size} passages in ${langs.size} languages (${[...langs].join(', ')}), indexed in ${seconds} s`);
     console.log(`ranking: dense top-100 ∪ sparse top-100, rescored by all three; fused = (${WEIGHTS[0]}·dense + ${WEIGHTS[1]}·sparse + ${WEIGHTS[2]}·colbert) / ${WEIGHTS.reduce((a, b) => a + b, 0).toFixed(1)}`);
 
