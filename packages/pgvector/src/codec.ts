@@ -3,11 +3,11 @@
  *
  * Writes use pgvector's text input (`[x,…]`, `{i:v,…}/dim`): it is what every driver can send.
  * Searches read scores, not vectors (pgvector computes the inner products), so the only vectors
- * that come back are ColBERT bytes, stored raw in the core ColbertStore's precisions. The
+ * that come back are ColBERT bytes, in core's ColbertCodec layout (one codec for every store). The
  * `sparsevec_send` decoder reads stored weights exactly (binary, no decimal parsing) for
  * inspection.
  */
-import { ColbertStore, M3Error, maxSimPacked, type ColbertMatrix, type ColbertPrecision, type SparseVector } from '@bgem3/core';
+import { M3Error, type ColbertStorage, type SparseVector } from '@bgem3/core';
 
 /** pgvector's HNSW index accepts sparse vectors with at most this many non-zeros. */
 export const HNSW_SPARSE_MAX_NNZ = 1000;
@@ -20,7 +20,7 @@ export const SPARSEVEC_MAX_NNZ = 16000;
  * always suffice for binary32, and are shorter and faster to produce than `String(x)`, which
  * prints the 17 digits a double may need.
  */
-function f32(x: number): string {
+export function f32(x: number): string {
   return x === 0 ? '0' : x.toPrecision(9);
 }
 
@@ -90,89 +90,5 @@ export function decodeSparsevecSend(bytes: Uint8Array, dim: number): SparseVecto
   return { indices, values };
 }
 
-/** Storage precision of ColBERT vectors in the database; `'none'` stores none. */
-export type PgColbertPrecision = ColbertPrecision | 'none';
-
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/** Bytes per stored ColBERT vector of `dim` values. */
-export function colbertBytesPerVector(precision: ColbertPrecision, dim: number): number {
-  return precision === 'fp32' ? 4 * dim : precision === 'fp16' ? 2 * dim : dim + 4;
-}
-
-/**
- * Encodes ColBERT matrices exactly as the core's ColbertStore stores them (its fp16 rounding and
- * int8 per-vector quantisation: one implementation, so MaxSim scores match the embedded index
- * bit for bit). Byte layout, little-endian:
- *
- * - `fp32`: count·dim float32;
- * - `fp16`: count·dim IEEE half bit patterns (uint16);
- * - `int8`: count float32 scales, then count·dim int8 codes (value = code · scale).
- */
-export class ColbertCodec {
-  readonly precision: ColbertPrecision;
-  readonly dim: number;
-  private readonly store: ColbertStore;
-
-  constructor(precision: ColbertPrecision, dim: number) {
-    if (!LITTLE_ENDIAN) throw new M3Error('INVALID_ARGUMENT', 'the ColBERT byte layout assumes a little-endian host');
-    this.precision = precision;
-    this.dim = dim;
-    this.store = new ColbertStore({ dim, precision });
-  }
-
-  /** The stored bytes of one matrix (validated by ColbertStore: dimension, finite values). */
-  encode(m: ColbertMatrix): Buffer {
-    this.store.upsert('m', m);
-    try {
-      const raw = this.store.getRaw('m');
-      if (!raw) throw new Error('unreachable');
-      const data = Buffer.from(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
-      // The store allocates a fresh array per upsert and forgets it on delete: no copy needed.
-      if (!raw.scales) return data;
-      return Buffer.concat([Buffer.from(raw.scales.buffer, raw.scales.byteOffset, raw.scales.byteLength), data]);
-    } finally {
-      this.store.delete('m');
-    }
-  }
-
-  /** Number of vectors in stored bytes; INDEX_INVALID if the length fits no whole number. */
-  count(bytes: Uint8Array): number {
-    const per = colbertBytesPerVector(this.precision, this.dim);
-    if (!(bytes instanceof Uint8Array) || bytes.byteLength % per !== 0) corrupt(`ColBERT bytes (${bytes?.byteLength} is not a multiple of ${per})`);
-    return bytes.byteLength / per;
-  }
-
-  /**
-   * Packs several documents' stored bytes into one buffer in the stored precision, the input of
-   * core's `maxSimPacked` (which widens fp16/int8 inside onnxruntime, as the embedded M3Index
-   * does): no float32 copy of the candidates is ever made.
-   */
-  pack(rows: readonly Uint8Array[]): PackedColbert {
-    const dim = this.dim;
-    const offsets = new Int32Array(rows.length + 1);
-    rows.forEach((r, i) => (offsets[i + 1] = offsets[i] + this.count(r)));
-    const total = offsets[rows.length];
-    const precision = this.precision;
-    if (precision === 'int8') {
-      const data = new Int8Array(total * dim);
-      const scales = new Float32Array(total);
-      const scaleBytes = new Uint8Array(scales.buffer);
-      const codeBytes = new Uint8Array(data.buffer);
-      rows.forEach((r, i) => {
-        const n = offsets[i + 1] - offsets[i];
-        scaleBytes.set(r.subarray(0, 4 * n), 4 * offsets[i]);
-        codeBytes.set(r.subarray(4 * n), offsets[i] * dim);
-      });
-      return { precision, dim, data, scales, offsets };
-    }
-    const data = precision === 'fp16' ? new Uint16Array(total * dim) : new Float32Array(total * dim);
-    const bytes = new Uint8Array(data.buffer);
-    const width = data.BYTES_PER_ELEMENT * dim;
-    rows.forEach((r, i) => bytes.set(r, offsets[i] * width));
-    return { precision, dim, data, offsets };
-  }
-}
-
-/** Several documents' ColBERT vectors in one buffer: core's `maxSimPacked` input. */
-export type PackedColbert = Parameters<typeof maxSimPacked>[1];
+/** Storage precision of ColBERT vectors in the database (core's {@link ColbertStorage}); `'none'` stores none. */
+export type PgColbertPrecision = ColbertStorage;

@@ -1,22 +1,42 @@
 /**
- * Schema of a store: the pgvector extension, a documents table with two HNSW indexes, and a
- * one-row meta table recording what the vectors are, so that a store is never reopened with an
- * encoder or settings that would silently mix incompatible vectors.
+ * Schema of a store: the pgvector extension, a documents table with its indexes, the postings of
+ * the sparse first stage, and a one-row meta table recording what the vectors are, so that a
+ * store is never reopened with an encoder or settings that would silently mix incompatible
+ * vectors.
  *
- *     <table>       id text PK, text, metadata jsonb,
- *                   dense halfvec(dim) | vector(dim)      HNSW (halfvec_ip_ops | vector_ip_ops)
- *                   sparse sparsevec(vocab)               HNSW (sparsevec_ip_ops): ≤ 1,000 largest weights
- *                   sparse_full sparsevec(vocab) NULL     all weights, only when sparse had to be cut
- *                   colbert bytea NULL                    ColBERT vectors (fp16/int8/fp32 bytes)
- *     <table>_meta  schema_version, model_id, dim, vocab_size, colbert_precision, dense_type, sparse_index_nnz
+ *     <table>          id text PK, rowid bigint (identity), text, metadata jsonb,
+ *                      dense halfvec(dim) | vector(dim)      HNSW (halfvec_ip_ops | vector_ip_ops)
+ *                      sparse sparsevec(vocab)               all weights ('postings'), or the ≤ 1,000
+ *                                                            largest, HNSW-indexed ('hnsw')
+ *                      sparse_full sparsevec(vocab) NULL     all weights, only when sparse had to be cut
+ *                      colbert bytea NULL                    ColBERT vectors (core's ColbertCodec bytes)
+ *     <table>_postings token int4, weight float4, doc bigint → <table>.rowid ON DELETE CASCADE
+ *                      btree (token, weight DESC) INCLUDE (doc), btree (doc)   ('postings' only)
+ *     <table>_meta     schema_version, model_id, dim, vocab_size, colbert_precision, dense_type,
+ *                      sparse_index_nnz, sparse_index
+ *
+ * Creation under concurrency: every creation step (extension, tables, indexes, meta row) runs in
+ * one transaction holding one advisory lock of the database, so concurrent connects create each
+ * object once. Waiting on an advisory lock does not refresh a session's catalog view: the first
+ * catalog lookup after the wait may still miss what the lock's previous holder created (measured
+ * on PostgreSQL 15: "table exists but has no _meta", duplicate-key errors on pg_extension). So
+ * a creation attempt that sees such a half-state, or fails on a duplicate object, is retried in a
+ * NEW transaction (which reads the catalog afresh), a bounded number of times.
  */
 import { M3Error } from '@bgem3/core';
+import { serverMessage, sqlState } from './retry.js';
 import type { PgColbertPrecision } from './codec.js';
 import { derived, qualified, type TableName } from './identifiers.js';
 import type { SqlClient, SqlQueryable } from './sql-client.js';
 
 /** Version of the table layout written by this package; stored in the meta table. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+
+/** Table layouts this build opens: 1 (before the postings: sparse HNSW only) and 2. */
+export const READABLE_SCHEMA_VERSIONS: readonly number[] = [1, 2];
+
+/** The sparse first stage of a store: an inverted postings table (exact) or pgvector's HNSW (approximate). */
+export type SparseIndexKind = 'postings' | 'hnsw';
 
 /** The oldest pgvector with `sparsevec` and `halfvec` (and their HNSW operator classes). */
 export const MIN_PGVECTOR = '0.7.0';
@@ -32,8 +52,10 @@ export interface StoreMeta {
   vocabSize: number;
   colbertPrecision: PgColbertPrecision;
   denseType: DenseType;
-  /** Non-zeros kept in the HNSW-indexed sparse column (≤ 1,000). */
+  /** Non-zeros kept in the `sparse` column (≤ 1,000 for 'hnsw'; 16,000, all, for 'postings'). */
   sparseIndexNnz: number;
+  /** The sparse first stage. */
+  sparseIndex: SparseIndexKind;
 }
 
 /** HNSW build parameters (pgvector's defaults: m 16, ef_construction 64). */
@@ -75,34 +97,22 @@ function notInstalled(reason: string, cause?: unknown): M3Error {
   );
 }
 
-/**
- * Makes sure pgvector ≥ 0.7 is available: creates the extension when `create` and it is missing,
- * and returns its version. Errors say what to do (enable the extension, upgrade it).
- */
-export async function ensurePgvector(db: SqlQueryable, create: boolean): Promise<string> {
-  let version = await pgvectorVersion(db);
-  if (version === undefined && create) {
-    try {
-      await db.query('CREATE EXTENSION IF NOT EXISTS vector');
-    } catch (cause) {
-      const reason = (cause as Error).message;
-      // The extension's files are not on the server at all: no privilege will help, installing will.
-      if (/is not available|could not open extension control file/i.test(reason)) throw notInstalled(reason, cause);
-      throw new M3Error(
-        'INVALID_ARGUMENT',
-        `pgvector is not enabled in this database and CREATE EXTENSION vector failed (${reason}). ` +
-          'Run `CREATE EXTENSION vector;` as a user allowed to (the database owner, or rds_superuser / cloudsqlsuperuser / azure_pg_admin; ' +
-          'on Azure first allow-list VECTOR in azure.extensions).',
-        { cause },
-      );
-    }
-    version = await pgvectorVersion(db);
-  }
-  if (version === undefined) {
-    const available = await db.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
-    if (available.length === 0) throw notInstalled('no `vector` in pg_available_extensions');
-    throw new M3Error('INVALID_ARGUMENT', 'pgvector is not enabled in this database: run `CREATE EXTENSION vector;` (or connect with createSchema: true)');
-  }
+/** INVALID_ARGUMENT for a failed CREATE EXTENSION, keeping the server's message, detail and hint. */
+function createExtensionFailed(cause: unknown): M3Error {
+  const reason = serverMessage(cause);
+  // The extension's files are not on the server at all: no privilege will help, installing will.
+  if (sqlState(cause) === '58P01' || /is not available|could not open extension control file/i.test(reason)) return notInstalled(reason, cause);
+  return new M3Error(
+    'INVALID_ARGUMENT',
+    `pgvector is not enabled in this database and CREATE EXTENSION vector failed: ${reason}. ` +
+      'pgvector is not a trusted extension: a superuser (on managed services the admin role: rds_superuser, cloudsqlsuperuser, azure_pg_admin ' +
+      'after allow-listing VECTOR in azure.extensions) must run `CREATE EXTENSION vector;` once in this database; then connect again.',
+    { cause },
+  );
+}
+
+/** Checks an installed version; INVALID_ARGUMENT when older than {@link MIN_PGVECTOR}. */
+export function checkPgvectorVersion(version: string): string {
   if (!versionAtLeast(version, MIN_PGVECTOR)) {
     throw new M3Error(
       'INVALID_ARGUMENT',
@@ -113,7 +123,35 @@ export async function ensurePgvector(db: SqlQueryable, create: boolean): Promise
   return version;
 }
 
-interface MetaRow extends Record<string, unknown> {
+/** The error for a database without the extension when the store may not create it. */
+export async function pgvectorMissing(db: SqlQueryable): Promise<M3Error> {
+  const available = await db.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
+  if (available.length === 0) return notInstalled('no `vector` in pg_available_extensions');
+  return new M3Error('INVALID_ARGUMENT', 'pgvector is not enabled in this database: run `CREATE EXTENSION vector;` as a superuser (or connect with createSchema: true)');
+}
+
+/** Creates the extension inside the caller's (locked) transaction; errors say what to do. */
+async function createPgvector(tx: SqlQueryable): Promise<string> {
+  const available = await tx.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
+  if (available.length === 0) throw notInstalled('no `vector` in pg_available_extensions');
+  try {
+    await tx.query('CREATE EXTENSION IF NOT EXISTS vector');
+  } catch (cause) {
+    if (isDuplicateObject(cause)) throw cause; // created meanwhile: the caller retries in a new transaction
+    throw createExtensionFailed(cause);
+  }
+  const version = await pgvectorVersion(tx);
+  if (version === undefined) throw new M3Error('INVALID_ARGUMENT', 'CREATE EXTENSION vector succeeded but the extension is not listed in pg_extension');
+  return version;
+}
+
+/** A failure that means "someone else created it meanwhile" (seen through a stale catalog). */
+function isDuplicateObject(err: unknown): boolean {
+  const s = sqlState(err);
+  return s === '23505' || s === '42P07' || s === '42710' || s === '42P06';
+}
+
+interface MetaRow {
   schema_version: number;
   model_id: string;
   dim: number;
@@ -121,6 +159,7 @@ interface MetaRow extends Record<string, unknown> {
   colbert_precision: string;
   dense_type: string;
   sparse_index_nnz: number;
+  sparse_index?: string;
 }
 
 /** True when the relation exists (tables are looked up through the search_path when unqualified). */
@@ -145,8 +184,9 @@ export async function readMeta(db: SqlQueryable, table: TableName): Promise<Stor
     }
     return undefined;
   }
-  const rows = await db.query<MetaRow>(`SELECT schema_version, model_id, dim, vocab_size, colbert_precision, dense_type, sparse_index_nnz FROM ${metaTable}`);
-  const r = rows[0];
+  // As JSON: a version-1 meta table has no sparse_index column.
+  const rows = await db.query<{ m: MetaRow | string }>(`SELECT to_jsonb(m) AS m FROM ${metaTable} m`);
+  const r = typeof rows[0]?.m === 'string' ? (JSON.parse(rows[0].m) as MetaRow) : (rows[0]?.m as MetaRow | undefined);
   if (!r) throw new M3Error('INDEX_INVALID', `${metaTable} is empty: the store's schema creation did not finish; drop both tables and create the store again`);
   if (!(await exists(db, qualified(table)))) throw new M3Error('INDEX_INVALID', `${metaTable} exists but table ${qualified(table)} does not`);
   return {
@@ -157,17 +197,74 @@ export async function readMeta(db: SqlQueryable, table: TableName): Promise<Stor
     colbertPrecision: r.colbert_precision as PgColbertPrecision,
     denseType: r.dense_type as DenseType,
     sparseIndexNnz: Number(r.sparse_index_nnz),
+    sparseIndex: r.sparse_index === 'postings' ? 'postings' : 'hnsw',
   };
 }
 
+/** What {@link ensureSchema} creates when the store is missing. */
+export interface SchemaRequest {
+  /** The meta of a new store, computed when needed (undefined: opening only; a missing store is then an error). */
+  create: ((db: SqlQueryable) => Promise<StoreMeta>) | undefined;
+  hnsw: Required<HnswParams>;
+  withIndexes: boolean;
+  /** Create the extension when missing. */
+  createExtension: boolean;
+}
+
+/** Attempts of the locked creation transaction (see the file comment). */
+const CREATE_ATTEMPTS = 6;
+
+/** The advisory lock key of schema creation in a database (one for all stores: creation is rare). */
+const LOCK_KEY = 'bgem3-pgvector:schema';
+
 /**
- * Creates the tables and indexes of a new store and its meta row, in one transaction under an
- * advisory lock (two processes starting at once create it once). Returns the meta as stored,
- * which is another process's when it won the race.
+ * Makes sure pgvector and the store exist, creating what is missing (see the file comment:
+ * one advisory lock, retried in a new transaction on a stale catalog). Returns the installed
+ * pgvector version and the stored meta (another process's when it won the race), or undefined
+ * meta when the store is missing and `create` is undefined.
  */
-export async function createSchema(client: SqlClient, table: TableName, meta: StoreMeta, hnsw: Required<HnswParams>, withIndexes: boolean): Promise<StoreMeta> {
+export async function ensureSchema(client: SqlClient, table: TableName, request: SchemaRequest): Promise<{ version: string; meta: StoreMeta | undefined }> {
+  // Fast path, no lock: everything exists (every connect after the first).
+  const version = await pgvectorVersion(client);
+  if (version !== undefined) {
+    checkPgvectorVersion(version);
+    const meta = await readMeta(client, table).catch((err) => (err instanceof M3Error && err.code === 'INDEX_INVALID' ? undefined : Promise.reject(err)));
+    if (meta) return { version, meta };
+    if (!request.create) return { version, meta: await readMeta(client, table) };
+  } else if (!request.createExtension) {
+    throw await pgvectorMissing(client);
+  }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.transaction(async (tx) => {
+        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [LOCK_KEY]);
+        let v = await pgvectorVersion(tx);
+        if (v === undefined) {
+          if (!request.createExtension) throw await pgvectorMissing(tx);
+          v = await createPgvector(tx);
+        }
+        checkPgvectorVersion(v);
+        const meta = await readMeta(tx, table);
+        if (meta || !request.create) return { version: v, meta };
+        await createStoreTables(tx, table, await request.create(tx), request.hnsw, request.withIndexes);
+        const stored = await readMeta(tx, table);
+        if (!stored) throw new M3Error('INDEX_INVALID', `${qualified(table, '_meta')} vanished right after it was created`);
+        return { version: v, meta: stored };
+      });
+    } catch (err) {
+      // A half-created state or a duplicate seen through a stale catalog: read it afresh.
+      const stale = isDuplicateObject(err) || (err instanceof M3Error && err.code === 'INDEX_INVALID' && /has no|vanished|is empty|does not$/.test(err.message));
+      if (!stale || attempt >= CREATE_ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 20 * attempt * Math.random()));
+    }
+  }
+}
+
+/** The DDL of a new store and its meta row, in the caller's (locked) transaction. */
+async function createStoreTables(tx: SqlQueryable, table: TableName, meta: StoreMeta, hnsw: Required<HnswParams>, withIndexes: boolean): Promise<void> {
   const docs = qualified(table);
   const metaTable = qualified(table, '_meta');
+  const postings = qualified(table, '_postings');
   // Every interpolated value is a validated integer or a fixed keyword; identifiers are quoted.
   const ddl = [
     `CREATE TABLE IF NOT EXISTS ${metaTable} (
@@ -179,10 +276,12 @@ export async function createSchema(client: SqlClient, table: TableName, meta: St
       colbert_precision text NOT NULL,
       dense_type text NOT NULL,
       sparse_index_nnz integer NOT NULL,
+      sparse_index text NOT NULL,
       created_at timestamptz NOT NULL DEFAULT now()
     )`,
     `CREATE TABLE IF NOT EXISTS ${docs} (
       id text PRIMARY KEY,
+      rowid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
       text text NOT NULL,
       metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
       dense ${meta.denseType}(${meta.dim}) NOT NULL,
@@ -192,34 +291,38 @@ export async function createSchema(client: SqlClient, table: TableName, meta: St
     )`,
     // ColBERT bytes are float data: compression costs CPU on every write and read for ~nothing.
     `ALTER TABLE ${docs} ALTER COLUMN colbert SET STORAGE EXTERNAL`,
-    ...(withIndexes ? indexStatements(table, meta.denseType, hnsw) : []),
+    ...(meta.sparseIndex === 'postings'
+      ? [
+          `CREATE TABLE IF NOT EXISTS ${postings} (
+            token integer NOT NULL,
+            weight real NOT NULL,
+            doc bigint NOT NULL REFERENCES ${docs} (rowid) ON DELETE CASCADE
+          )`,
+          `CREATE INDEX IF NOT EXISTS ${derived(table, '_postings_token')} ON ${postings} (token, weight DESC) INCLUDE (doc)`,
+          `CREATE INDEX IF NOT EXISTS ${derived(table, '_postings_doc')} ON ${postings} (doc)`,
+        ]
+      : []),
+    ...(withIndexes ? indexStatements(table, meta.denseType, hnsw, meta.sparseIndex) : []),
   ];
-  await client.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`bgem3-pgvector:${docs}`]);
-    if ((await readMeta(tx, table)) !== undefined) return; // created meanwhile
-    for (const statement of ddl) await tx.query(statement);
-    await tx.query(
-      `INSERT INTO ${metaTable} (schema_version, model_id, dim, vocab_size, colbert_precision, dense_type, sparse_index_nnz)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (singleton) DO NOTHING`,
-      [meta.schemaVersion, meta.modelId, meta.dim, meta.vocabSize, meta.colbertPrecision, meta.denseType, meta.sparseIndexNnz],
-    );
-  });
-  const stored = await readMeta(client, table);
-  if (!stored) throw new M3Error('INDEX_INVALID', `${metaTable} vanished right after it was created`);
-  return stored;
+  for (const statement of ddl) await tx.query(statement);
+  await tx.query(
+    `INSERT INTO ${metaTable} (schema_version, model_id, dim, vocab_size, colbert_precision, dense_type, sparse_index_nnz, sparse_index)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (singleton) DO NOTHING`,
+    [meta.schemaVersion, meta.modelId, meta.dim, meta.vocabSize, meta.colbertPrecision, meta.denseType, meta.sparseIndexNnz, meta.sparseIndex],
+  );
 }
 
 /**
- * The two HNSW indexes: inner product on the dense column, and on the sparse projection.
- * (`IF NOT EXISTS`: also used to build them after a bulk load.)
+ * The HNSW indexes: inner product on the dense column, and (`sparseIndex: 'hnsw'`) on the
+ * sparse projection. (`IF NOT EXISTS`: also used to build them after a bulk load.)
  */
-export function indexStatements(table: TableName, denseType: DenseType, hnsw: Required<HnswParams>): string[] {
+export function indexStatements(table: TableName, denseType: DenseType, hnsw: Required<HnswParams>, sparseIndex: SparseIndexKind): string[] {
   const docs = qualified(table);
   const ops = denseType === 'halfvec' ? 'halfvec_ip_ops' : 'vector_ip_ops';
   const params = `WITH (m = ${hnsw.m}, ef_construction = ${hnsw.efConstruction})`;
   return [
     `CREATE INDEX IF NOT EXISTS ${derived(table, '_dense_hnsw')} ON ${docs} USING hnsw (dense ${ops}) ${params}`,
-    `CREATE INDEX IF NOT EXISTS ${derived(table, '_sparse_hnsw')} ON ${docs} USING hnsw (sparse sparsevec_ip_ops) ${params}`,
+    ...(sparseIndex === 'hnsw' ? [`CREATE INDEX IF NOT EXISTS ${derived(table, '_sparse_hnsw')} ON ${docs} USING hnsw (sparse sparsevec_ip_ops) ${params}`] : []),
   ];
 }
 
@@ -242,5 +345,6 @@ export function metaDifferences(stored: StoreMeta, wanted: Partial<StoreMeta>): 
   cmp('colbertPrecision', 'ColBERT precision');
   cmp('denseType', 'dense column type');
   cmp('sparseIndexNnz', 'indexed sparse non-zeros');
+  cmp('sparseIndex', 'sparse first stage');
   return diffs;
 }

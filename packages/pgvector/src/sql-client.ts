@@ -24,6 +24,12 @@ export interface SqlQueryable {
  */
 export interface SqlClient extends SqlQueryable {
   /**
+   * How the driver receives `bytea` values: `'binary'` when they arrive as bytes at no extra cost
+   * (PGlite), otherwise (undefined, `'text'`) as text (`pg`: hex, twice the bytes), in which case
+   * the store selects large bytea values as base64 text (1.33×) and decodes them itself.
+   */
+  readonly byteaFormat?: 'binary' | 'text';
+  /**
    * Runs `fn` inside BEGIN … COMMIT on one connection (ROLLBACK if it throws) and resolves to
    * its result. Statements of `fn` must go through the `tx` it receives.
    */
@@ -141,6 +147,7 @@ export function pgliteClient(db: PGliteLike): SqlClient {
     throw new TypeError('pgliteClient expects a PGlite instance');
   }
   return {
+    byteaFormat: 'binary',
     async query<R extends SqlRow>(text: string, params: readonly unknown[] = []): Promise<R[]> {
       return (await db.query<R>(text, [...params])).rows;
     },

@@ -1,76 +1,99 @@
 /**
- * PgM3Store: the M3Index API over PostgreSQL + pgvector. Every document is one row holding all
- * three BGE-M3 representations (see schema.ts); search is the core pipeline split where it runs
- * best:
+ * PgM3Store: core's `M3Store` over PostgreSQL + pgvector. Every document is one row holding all
+ * three BGE-M3 representations (see schema.ts). Everything a store shares with M3Index comes
+ * from core: the checks of ids, metadata, encodings and options (store/validate.ts,
+ * store/options.ts), call-order ingestion (store/ingest.ts), the `where` grammar
+ * (store/where.ts, compiled to SQL by where-sql.ts), the weights (scoring/weights.ts) and the
+ * ColBERT bytes (store/colbert-codec.ts).
  *
- * 1. in SQL, two approximate HNSW searches: dense top-fetchK (`ORDER BY dense <#> q`) and sparse
- *    top-fetchK on the indexed ≤ 1,000-weight projection (`ORDER BY sparse <#> q`), unioned, and
- *    each candidate's full data fetched in the same statement (one round trip, one snapshot);
- * 2. the exact rescoring of every candidate: the dense inner product with the stored vector and
- *    the lexical matching score with ALL its sparse weights are computed by pgvector in that same
- *    statement (two numbers per candidate cross the wire instead of ~5 KB of vectors: measured
- *    3–4× faster on PGlite), ColBERT MaxSim runs in the application on the stored fp16/int8
- *    bytes (core's `maxSimPacked`, the path M3Index takes), and core's `m3AllScore` combines
- *    them, ties by id: M3Index's numbers for the same candidates (pgvector accumulates in
- *    float32: differences ~1e-7).
+ * A hybrid search is the M3 pipeline split where it runs best, in ONE statement (one round
+ * trip, one snapshot):
  *
- * `<#>` is pgvector's NEGATIVE inner product (smaller is closer), so `ORDER BY … <#> q` is
- * highest-score first. An HNSW scan returns at most `hnsw.ef_search` rows, so every search sets
- * it (transaction-locally) to at least the number of rows it asks for.
+ * 1. first stages: dense top-fetchK from the HNSW index (`ORDER BY dense <#> q`), sparse
+ *    top-fetchK from the postings table (exact) or the sparse HNSW index;
+ * 2. every candidate of the union gets its exact dense score (the float32 query against the
+ *    stored vector) and its exact sparse score (all its weights), computed by pgvector;
+ * 3. the candidates are ranked by w_d·dense + w_s·sparse and only the best `rerankDepth` are
+ *    returned with their ColBERT bytes (base64 over `pg`: 1.33× the bytes instead of hex's 2×),
+ *    scored by MaxSim in the application (core's `maxSimPacked`) and ranked by core's
+ *    `m3AllScore` (ties: id). Their M3 All scores are exact.
+ *
+ * `<#>` is pgvector's NEGATIVE inner product (smaller is closer). An HNSW scan returns at most
+ * `hnsw.ef_search` rows, so every search sets it (transaction-locally) to at least the number
+ * of rows it asks for.
  */
 import {
+  ColbertCodec,
   M3Error,
+  WriteSequencer,
   assertTextEncoder3,
-  checkFusionWeights,
+  checkColbertStorage,
+  checkEncodedDocuments,
+  checkId,
+  checkIdList,
+  checkPositiveInt,
+  checkRescoreOptions,
+  checkSearchOptions,
+  checkSingleModeOptions,
+  compareCodePoints,
+  copyMetadata,
+  ingestDocuments,
   m3AllScore,
   maxSimPacked,
   resolveQuery,
+  type CheckedFilters,
   type ColbertMatrix,
   type EncodeResult,
+  type EncodedEntry,
+  type JsonObject,
   type M3AddOptions,
   type M3Document,
   type M3EncodedDocument,
-  type M3Filter,
   type M3Hit,
-  type M3ScoreWeights,
+  type M3Query,
+  type M3RescoreOptions,
   type M3SearchResult,
+  type M3Store,
   type M3StoredDocument,
+  type M3Weights,
   type OutputSelection,
   type SparseVector,
   type TextEncoder3,
 } from '@bgem3/core';
-import { ColbertCodec, HNSW_SPARSE_MAX_NNZ, formatDense, formatSparse, type PgColbertPrecision } from './codec.js';
-import { checkDocument, checkEncoding, checkSparse, rowBytes, toRow, type EncodingShape, type RowValues } from './documents.js';
+import { HNSW_SPARSE_MAX_NNZ, SPARSEVEC_MAX_NNZ, formatDense, formatSparse, type PgColbertPrecision } from './codec.js';
+import { intArray, realArray, rowBytes, toRow, type Row, type RowShape } from './documents.js';
 import { parseTableName, qualified, type TableName } from './identifiers.js';
-import { SCHEMA_VERSION, createSchema, ensurePgvector, indexStatements, isPglite, metaDifferences, readMeta, versionAtLeast, type DenseType, type HnswParams, type StoreMeta } from './schema.js';
 import {
+  invalidArgument,
+  DEFAULT_RERANK_DEPTH,
   DEFAULT_TABLE,
   MAX_EF_SEARCH,
   MAX_STATEMENT_BYTES,
-  MAX_STATEMENT_ROWS,
   PG_DEFAULT_EF_SEARCH,
-  checkFilter,
-  checkWhere,
-  invalid,
-  positiveInt,
   type PgM3SearchOptions,
   type PgM3SingleModeOptions,
   type PgM3StoreOptions,
 } from './options.js';
-import { isConnectionError, type SqlClient, type SqlQueryable, type SqlRow } from './sql-client.js';
+import { checkRetryPolicy, withRetries, type RetryPolicy } from './retry.js';
+import { SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS, ensureSchema, indexStatements, isPglite, metaDifferences, versionAtLeast, type DenseType, type HnswParams, type SparseIndexKind, type StoreMeta } from './schema.js';
+import type { SqlClient, SqlQueryable, SqlRow } from './sql-client.js';
+import { whereToSql } from './where-sql.js';
 
 /** Sorts by score descending, then id ascending (M3Index's order). */
 function byScoreThenId<T extends { id: string; score: number }>(a: T, b: T): number {
   return b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
-function parseMetadata(v: unknown): Record<string, unknown> {
+function parseMetadata(v: unknown): JsonObject {
   // Both drivers parse jsonb; a client configured to return text still works.
-  return (typeof v === 'string' ? JSON.parse(v) : v) as Record<string, unknown>;
+  return (typeof v === 'string' ? JSON.parse(v) : v) as JsonObject;
 }
 
-function abortError(): M3Error {
-  return new M3Error('ABORTED', 'PgM3Store.add was aborted');
+/** ColBERT bytes as the driver returned them: raw bytes, or base64 text (see the file comment). */
+function colbertBytes(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (typeof v === 'string') return Buffer.from(v, 'base64');
+  return new Uint8Array(0);
 }
 
 interface CandidateRow extends SqlRow {
@@ -78,21 +101,26 @@ interface CandidateRow extends SqlRow {
   text: string;
   metadata: unknown;
   /** Exact scores computed by pgvector (float8 of a float32 accumulation). */
-  dense?: number;
-  sparse?: number;
-  colbert?: Uint8Array | null;
+  dense: number;
+  sparse: number;
+  colbert?: Uint8Array | string | null;
 }
 
 /**
- * BGE-M3 hybrid retrieval stored in PostgreSQL with pgvector, with the API of the embedded
- * `M3Index` (`add`, `addEncoded`, `delete`, `search`, `searchDense`, `searchSparse`, `get`,
- * `has`) so an application can swap one for the other. Open with {@link PgM3Store.connect}.
- *
- * The differences, all from living in a database: `size`/`ids` are the async {@link count} and
- * {@link ids}; the first stage is approximate (HNSW: raise `fetchK`/`efSearch` for recall, see
- * the README); a function `filter` runs on the fetched candidates, while `where` filters in SQL;
- * text, ids and metadata cannot contain U+0000; metadata goes through jsonb (key order and
- * number formatting normalised). Several processes may share one store.
+ * The error of an `add` that failed after some of its batches were committed (an M3Error, or
+ * the driver's error): which ids are stored (each batch is one transaction, stored whole or not
+ * at all).
+ */
+export interface PartialWriteError extends Error {
+  /** Ids of this call committed before the failure, in commit order. */
+  committedIds: string[];
+}
+
+/**
+ * BGE-M3 hybrid retrieval stored in PostgreSQL with pgvector: an `M3Store` (the interface of
+ * core's embedded `M3Index`), so an application can swap one for the other. Open with
+ * {@link PgM3Store.connect}. Several processes may share one store (see the README's
+ * "Concurrency" section for what is guaranteed).
  *
  * @example
  * ```ts
@@ -101,7 +129,7 @@ interface CandidateRow extends SqlRow {
  * const hits = await store.search('which model has three modes?', { k: 5 });
  * ```
  */
-export class PgM3Store {
+export class PgM3Store implements M3Store {
   /** Model id recorded in the meta table. */
   readonly modelId: string;
   /** Dense / ColBERT vector dimension. */
@@ -112,87 +140,96 @@ export class PgM3Store {
   readonly colbertPrecision: PgColbertPrecision;
   /** Column type of the dense vectors. */
   readonly denseType: DenseType;
-  /** Non-zeros kept in the HNSW-indexed sparse projection. */
+  /** The sparse first stage. */
+  readonly sparseIndex: SparseIndexKind;
+  /** Non-zeros kept in the `sparse` column (the HNSW projection; all for postings). */
   readonly sparseIndexNnz: number;
   /** The installed pgvector version. */
   readonly pgvectorVersion: string;
   /** The table name as given (validated). */
   readonly table: string;
+  /** Default number of candidates that get the ColBERT rerank. */
+  readonly rerankDepth: number;
 
   private readonly client: SqlClient;
-  private encoder: TextEncoder3 | undefined;
+  private readonly encoderRef: TextEncoder3 | undefined;
   private readonly tableName: TableName;
   private readonly t: string;
+  private readonly postings: string;
   private readonly codec: ColbertCodec | undefined;
-  private readonly shape: EncodingShape & { indexNnz: number };
+  private readonly rowShape: RowShape;
   private readonly maxLength: number | undefined;
   private readonly batchSize: number;
-  private readonly writeBatchSize: number;
+  private readonly statementRows: number;
   private readonly efSearch: number;
-  private readonly retries: number;
+  private readonly retry: RetryPolicy;
   private readonly threads: { intraOpNumThreads?: number };
   private readonly iterative: boolean;
   private readonly hnsw: Required<HnswParams>;
+  private readonly colbertSql: string;
+  private readonly writes = new WriteSequencer();
+  private closed = false;
 
-  private constructor(client: SqlClient, table: string, tableName: TableName, meta: StoreMeta, version: string, options: PgM3StoreOptions) {
+  private constructor(client: SqlClient, table: string, tableName: TableName, meta: StoreMeta, version: string, options: PgM3StoreOptions, retry: RetryPolicy, hnsw: Required<HnswParams>) {
     this.client = client;
     this.table = table;
     this.tableName = tableName;
     this.t = qualified(tableName);
+    this.postings = qualified(tableName, '_postings');
     this.modelId = meta.modelId;
     this.dim = meta.dim;
     this.vocabSize = meta.vocabSize;
     this.colbertPrecision = meta.colbertPrecision;
     this.denseType = meta.denseType;
+    this.sparseIndex = meta.sparseIndex;
     this.sparseIndexNnz = meta.sparseIndexNnz;
     this.pgvectorVersion = version;
-    this.encoder = options.encoder;
+    this.encoderRef = options.encoder;
     this.codec = meta.colbertPrecision === 'none' ? undefined : new ColbertCodec(meta.colbertPrecision, meta.dim);
-    this.shape = { dim: meta.dim, vocabSize: meta.vocabSize, colbert: this.codec, indexNnz: meta.sparseIndexNnz };
+    this.rowShape = { vocabSize: meta.vocabSize, indexNnz: meta.sparseIndexNnz, colbert: this.codec };
     this.maxLength = options.maxLength;
     this.batchSize = options.batchSize ?? 32;
-    this.writeBatchSize = options.writeBatchSize ?? 256;
+    this.statementRows = options.writeBatchSize ?? 256;
     this.efSearch = options.efSearch ?? PG_DEFAULT_EF_SEARCH;
-    this.retries = options.connectionRetries ?? 1;
+    this.rerankDepth = options.rerankDepth ?? DEFAULT_RERANK_DEPTH;
+    this.retry = retry;
     this.threads = options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {};
     // Iterative index scans (keep scanning until enough rows pass a filter) arrived in 0.8.0.
     this.iterative = versionAtLeast(version, '0.8.0');
-    this.hnsw = { m: options.hnsw?.m ?? 16, efConstruction: options.hnsw?.efConstruction ?? 64 };
+    this.hnsw = hnsw;
+    // `pg` reads bytea as hex text (2 characters per byte): base64 is 1.33 (measured in the bench).
+    this.colbertSql = client.byteaFormat === 'binary' ? 't.colbert' : `encode(t.colbert, 'base64')`;
   }
 
   /**
    * Opens the store in `options.table`, creating the extension, tables and indexes when missing
-   * (unless `createSchema: false`). INDEX_MISMATCH, naming each difference, when the existing
-   * store was made for another model, dimension, vocabulary, ColBERT precision, dense type or
-   * schema version; INVALID_ARGUMENT when pgvector is missing or older than 0.7 (sparsevec);
-   * INDEX_INVALID when the table exists but is not a store.
+   * (unless `createSchema: false`), safely when several processes connect at once (see
+   * schema.ts). INDEX_MISMATCH, naming each difference, when the existing store was made for
+   * another model, dimension, vocabulary, ColBERT precision, dense type, sparse stage or schema
+   * version; INVALID_ARGUMENT when pgvector is missing, cannot be created (with the server's
+   * hint) or is older than 0.7; INDEX_INVALID when the table exists but is not a store.
    */
   static async connect(options: PgM3StoreOptions): Promise<PgM3Store> {
-    if (options === null || typeof options !== 'object') invalid('PgM3Store.connect needs options {client, encoder?, table?}');
+    if (options === null || typeof options !== 'object') invalidArgument('PgM3Store.connect needs options {client, encoder?, table?}');
     const { client } = options;
     if (client === null || typeof client !== 'object' || typeof client.query !== 'function' || typeof client.transaction !== 'function') {
-      invalid('options.client must be a SqlClient: pgClient(pool) or pgliteClient(db)');
+      invalidArgument('options.client must be a SqlClient: pgClient(pool) or pgliteClient(db)');
     }
     if (options.encoder !== undefined) assertTextEncoder3(options.encoder);
     const table = options.table ?? DEFAULT_TABLE;
     const tableName = parseTableName(table);
-    if (options.colbertPrecision !== undefined && !['fp32', 'fp16', 'int8', 'none'].includes(options.colbertPrecision)) {
-      invalid(`colbertPrecision must be 'fp32', 'fp16', 'int8' or 'none', got ${String(options.colbertPrecision)}`);
-    }
-    if (options.denseType !== undefined && options.denseType !== 'halfvec' && options.denseType !== 'vector') invalid(`denseType must be 'halfvec' or 'vector', got ${String(options.denseType)}`);
-    positiveInt(options.sparseIndexNnz, 'sparseIndexNnz', HNSW_SPARSE_MAX_NNZ);
-    positiveInt(options.maxLength, 'maxLength');
-    positiveInt(options.batchSize, 'batchSize');
-    positiveInt(options.writeBatchSize, 'writeBatchSize');
-    positiveInt(options.efSearch, 'efSearch', MAX_EF_SEARCH);
-    positiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
-    positiveInt(options.dim, 'dim');
-    positiveInt(options.vocabSize, 'vocabSize');
-    if (options.modelId !== undefined && typeof options.modelId !== 'string') invalid('modelId must be a string');
-    if (options.connectionRetries !== undefined && (!Number.isSafeInteger(options.connectionRetries) || options.connectionRetries < 0)) invalid('connectionRetries must be an integer ≥ 0');
-    const m = positiveInt(options.hnsw?.m, 'hnsw.m', 100) ?? 16;
-    const efConstruction = positiveInt(options.hnsw?.efConstruction, 'hnsw.efConstruction', 1000) ?? 64;
-    if (m < 2 || efConstruction < 2 * m) invalid(`hnsw needs m ≥ 2 and efConstruction ≥ 2·m (pgvector's rules), got m ${m}, efConstruction ${efConstruction}`);
+    const colbertPrecision = options.colbertPrecision === undefined ? undefined : checkColbertStorage(options.colbertPrecision);
+    if (options.denseType !== undefined && options.denseType !== 'halfvec' && options.denseType !== 'vector') invalidArgument(`denseType must be 'halfvec' or 'vector', got ${String(options.denseType)}`);
+    if (options.sparseIndex !== undefined && options.sparseIndex !== 'postings' && options.sparseIndex !== 'hnsw') invalidArgument(`sparseIndex must be 'postings' or 'hnsw', got ${String(options.sparseIndex)}`);
+    if (options.sparseIndexNnz !== undefined && options.sparseIndex !== 'hnsw') invalidArgument("sparseIndexNnz applies to sparseIndex 'hnsw' only (the postings keep every weight)");
+    checkPositiveInt(options.sparseIndexNnz, 'sparseIndexNnz', 0, HNSW_SPARSE_MAX_NNZ);
+    for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth'] as const) checkPositiveInt(options[key], key, 0);
+    checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
+    if (options.modelId !== undefined && typeof options.modelId !== 'string') invalidArgument('modelId must be a string');
+    const retry = checkRetryPolicy(options.reconnect, options.conflictRetries);
+    const m = checkPositiveInt(options.hnsw?.m, 'hnsw.m', 16, 100);
+    const efConstruction = checkPositiveInt(options.hnsw?.efConstruction, 'hnsw.efConstruction', 64, 1000);
+    if (m < 2 || efConstruction < 2 * m) invalidArgument(`hnsw needs m ≥ 2 and efConstruction ≥ 2·m (pgvector's rules), got m ${m}, efConstruction ${efConstruction}`);
 
     const enc = options.encoder;
     // What the caller asks for; undefined fields are taken from an existing store.
@@ -200,8 +237,9 @@ export class PgM3Store {
       modelId: enc?.modelId ?? options.modelId,
       dim: enc?.dim ?? options.dim,
       vocabSize: enc?.vocabSize ?? options.vocabSize,
-      colbertPrecision: options.colbertPrecision,
+      colbertPrecision,
       denseType: options.denseType,
+      sparseIndex: options.sparseIndex,
       sparseIndexNnz: options.sparseIndexNnz,
     };
     if (enc) {
@@ -209,63 +247,68 @@ export class PgM3Store {
       if (options.modelId !== undefined && options.modelId !== enc.modelId) given.push(`modelId ${JSON.stringify(options.modelId)} vs the encoder's ${JSON.stringify(enc.modelId)}`);
       if (options.dim !== undefined && options.dim !== enc.dim) given.push(`dim ${options.dim} vs the encoder's ${enc.dim}`);
       if (options.vocabSize !== undefined && options.vocabSize !== enc.vocabSize) given.push(`vocabSize ${options.vocabSize} vs the encoder's ${enc.vocabSize}`);
-      if (given.length) invalid(`options disagree with the encoder: ${given.join('; ')}`);
+      if (given.length) invalidArgument(`options disagree with the encoder: ${given.join('; ')}`);
     }
     const createWanted = options.createSchema ?? true;
-    const retries = options.connectionRetries ?? 1;
-    return withRetries(retries, async () => {
-      const version = await ensurePgvector(client, createWanted);
-      let meta = await readMeta(client, tableName);
+    return withRetries(retry, async () => {
+      let create: ((db: SqlQueryable) => Promise<StoreMeta>) | undefined;
+      const { modelId, dim, vocabSize } = wanted;
+      if (createWanted && modelId !== undefined && dim !== undefined && vocabSize !== undefined) {
+        create = async (db) => {
+          const denseType = wanted.denseType ?? ((await isPglite(db)) ? 'vector' : 'halfvec');
+          const maxDim = denseType === 'halfvec' ? 4000 : 2000;
+          if (dim > maxDim) invalidArgument(`pgvector's HNSW indexes ${denseType} of at most ${maxDim} dimensions, got ${dim}${denseType === 'vector' ? " (use denseType 'halfvec')" : ''}`);
+          const sparseIndex = wanted.sparseIndex ?? 'postings';
+          return {
+            schemaVersion: SCHEMA_VERSION,
+            modelId,
+            dim,
+            vocabSize,
+            colbertPrecision: wanted.colbertPrecision ?? checkColbertStorage(undefined),
+            denseType,
+            sparseIndex,
+            sparseIndexNnz: sparseIndex === 'hnsw' ? (wanted.sparseIndexNnz ?? HNSW_SPARSE_MAX_NNZ) : SPARSEVEC_MAX_NNZ,
+          };
+        };
+      }
+      const { version, meta } = await ensureSchema(client, tableName, { create, hnsw: { m, efConstruction }, withIndexes: options.createIndexes ?? true, createExtension: createWanted });
       if (!meta) {
         if (!createWanted) throw new M3Error('INDEX_INVALID', `there is no store in table ${qualified(tableName)} (connect with createSchema: true to create it)`);
-        if (wanted.modelId === undefined || wanted.dim === undefined || wanted.vocabSize === undefined) {
-          invalid(`table ${qualified(tableName)} does not exist yet: pass an encoder (or modelId, dim and vocabSize) to create it`);
-        }
-        const denseType = wanted.denseType ?? ((await isPglite(client)) ? 'vector' : 'halfvec');
-        const maxDim = denseType === 'halfvec' ? 4000 : 2000;
-        if (wanted.dim > maxDim) invalid(`pgvector's HNSW indexes ${denseType} of at most ${maxDim} dimensions, got ${wanted.dim}${denseType === 'vector' ? " (use denseType 'halfvec')" : ''}`);
-        meta = await createSchema(
-          client,
-          tableName,
-          {
-            schemaVersion: SCHEMA_VERSION,
-            modelId: wanted.modelId,
-            dim: wanted.dim,
-            vocabSize: wanted.vocabSize,
-            colbertPrecision: wanted.colbertPrecision ?? 'fp16',
-            denseType,
-            sparseIndexNnz: wanted.sparseIndexNnz ?? HNSW_SPARSE_MAX_NNZ,
-          },
-          { m, efConstruction },
-          options.createIndexes ?? true,
-        );
+        return invalidArgument(`table ${qualified(tableName)} does not exist yet: pass an encoder (or modelId, dim and vocabSize) to create it`);
       }
       const diffs = metaDifferences(meta, wanted);
-      if (meta.schemaVersion !== SCHEMA_VERSION) diffs.unshift(`schema version ${meta.schemaVersion} (table) vs ${SCHEMA_VERSION} (this build of @bgem3/pgvector)`);
+      if (!READABLE_SCHEMA_VERSIONS.includes(meta.schemaVersion)) diffs.unshift(`schema version ${meta.schemaVersion} (table) vs ${READABLE_SCHEMA_VERSIONS.join(' or ')} (this build of @bgem3/pgvector)`);
       if (diffs.length) throw new M3Error('INDEX_MISMATCH', `table ${qualified(tableName)} does not match: ${diffs.join('; ')}`);
-      return new PgM3Store(client, table, tableName, meta, version, options);
+      return new PgM3Store(client, table, tableName, meta, version, options, retry, { m, efConstruction });
     });
   }
 
   // ---------------------------------------------------------------------------------------------
   // Plumbing
 
-  /** Runs `fn`, again on a connection-level failure (see {@link PgM3StoreOptions.connectionRetries}). */
+  /** The encoder for {@link add} and text queries (undefined when connected without one). */
+  get encoder(): TextEncoder3 | undefined {
+    return this.encoderRef;
+  }
+
+  /** Runs `fn` with the store's retries (see retry.ts). */
   private run<T>(fn: () => Promise<T>): Promise<T> {
-    return withRetries(this.retries, fn);
+    if (this.closed) return Promise.reject(new M3Error('INVALID_ARGUMENT', 'this PgM3Store is closed'));
+    return withRetries(this.retry, fn);
   }
 
   private requireEncoder(): TextEncoder3 {
-    if (!this.encoder) invalid('this PgM3Store has no encoder: pass { encoder } to PgM3Store.connect, or query with a precomputed EncodeResult');
-    return this.encoder;
+    if (!this.encoderRef) return invalidArgument('this PgM3Store has no encoder: pass { encoder } to PgM3Store.connect, or query with a precomputed EncodeResult');
+    return this.encoderRef;
   }
 
-  private encodeQuery(query: string | EncodeResult, need: OutputSelection): Promise<EncodeResult> {
+  private encodeQuery(query: M3Query, need: OutputSelection, signal: AbortSignal | undefined): Promise<EncodeResult> {
     return resolveQuery(query, need, {
       encoder: () => this.requireEncoder(),
       dim: this.dim,
+      vocabSize: this.vocabSize,
       ...(this.maxLength ? { maxLength: this.maxLength } : {}),
-      checkSparse: (sparse) => checkSparse(sparse, this.vocabSize, 'the query'),
+      ...(signal ? { signal } : {}),
     });
   }
 
@@ -292,180 +335,201 @@ export class PgM3Store {
     return this.denseType === 'halfvec' ? 'halfvec' : 'vector';
   }
 
-  /**
-   * The SQL operand of the exact dense score: the query in full float32 (`$1::vector` when the
-   * column is `vector`; for `halfvec`, a second copy of the query text, so that only the stored
-   * side is half precision — the HNSW order uses `$1::halfvec`).
-   */
-  private exactDenseParam(params: unknown[]): string {
-    if (this.denseType === 'vector') return '$1::vector';
-    return `$${params.push(params[0])}::vector`;
+  /** The `where` condition (`true` without one), its values pushed onto `params`. */
+  private condition(f: CheckedFilters, params: unknown[], column = 'metadata'): string {
+    return f.where === undefined ? 'true' : whereToSql(f.where, params, column);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Writes
 
   /**
-   * Encodes and stores documents: every batch of `batchSize` texts costs ONE encoder call with
-   * all the outputs the store keeps, and is written (upserted by id) in one transaction while the
-   * next batch is encoded. A repeated id replaces the earlier document (within a batch, the last
-   * one is encoded). Returns the ids, in input order. On failure, batches already written stay.
+   * Encodes and stores documents (core's ingestion: checked, batched, one encoder call per
+   * `batchSize` texts with all the outputs the store keeps), each batch upserted by id in one
+   * transaction. A repeated id replaces the earlier document. Returns the ids, in input order.
+   * Takes effect in call order relative to this store object's other writes. On failure, the
+   * batches already committed stay: the error (a {@link PartialWriteError}) lists their ids.
    */
-  async add(docs: Iterable<M3Document> | AsyncIterable<M3Document>, options: M3AddOptions = {}): Promise<string[]> {
-    const encoder = this.requireEncoder();
-    const signal = options.signal;
-    const ids: string[] = [];
-    let batch: { id: string; doc: M3Document }[] = [];
-    let pending: Promise<void> | undefined;
-    const flush = async () => {
-      if (batch.length === 0) return;
-      const last = new Map<string, number>();
-      batch.forEach((b, i) => last.set(b.id, i));
-      const unique = batch.filter((b, i) => last.get(b.id) === i);
-      batch = [];
-      if (signal?.aborted) throw abortError();
-      const encodeOptions = {
-        dense: true,
-        sparse: true,
-        colbert: this.codec !== undefined,
-        ...(this.maxLength ? { maxLength: this.maxLength } : {}),
-        ...(signal ? { signal } : {}),
-      };
-      const encoded = await encoder.encode(unique.map((u) => u.doc.text), encodeOptions);
-      if (!Array.isArray(encoded) || encoded.length !== unique.length) {
-        throw new M3Error('INVALID_ARGUMENT', `the encoder returned ${Array.isArray(encoded) ? encoded.length : 'no'} results for ${unique.length} texts`);
-      }
-      const rows = unique.map((u, i) => {
-        const where = `encoding of document ${JSON.stringify(u.id)}`;
-        checkEncoding(encoded[i], this.shape, where);
-        return toRow(u.id, u.doc, encoded[i], this.shape, where);
-      });
-      // Writes stay in input order: the previous batch must be written before this one starts.
-      if (pending) await pending;
-      pending = this.writeRows(rows);
-      pending.catch(() => undefined); // observed by the next flush or the final await
-    };
-    let i = 0;
-    const take = async (doc: M3Document) => {
-      const id = checkDocument(doc, `docs[${i++}]`);
-      ids.push(id);
-      batch.push({ id, doc });
-      if (batch.length >= this.batchSize) await flush();
-    };
+  add(docs: Iterable<M3Document> | AsyncIterable<M3Document>, options: M3AddOptions = {}): Promise<string[]> {
+    const turn = this.writes.reserve();
+    let encoder: TextEncoder3;
     try {
-      if (Symbol.asyncIterator in Object(docs)) {
-        for await (const doc of docs as AsyncIterable<M3Document>) await take(doc);
-      } else {
-        for (const doc of docs as Iterable<M3Document>) await take(doc);
-      }
-      await flush();
+      encoder = this.requireEncoder();
     } catch (err) {
-      if (pending) await pending.catch(() => undefined); // never leave a write running unobserved
-      throw err;
+      turn.release();
+      return Promise.reject(err);
     }
-    if (pending) await pending;
-    return ids;
+    const committed: string[] = [];
+    return ingestDocuments(docs, turn, {
+      encoder,
+      model: this,
+      colbert: this.codec !== undefined,
+      batchSize: this.batchSize,
+      ...(this.maxLength ? { maxLength: this.maxLength } : {}),
+      ...(options?.signal ? { signal: options.signal } : {}),
+      what: 'PgM3Store.add',
+      apply: async (batch) => {
+        const rows = this.rows(batch, 'encoding of document');
+        await this.writeRows(rows);
+        for (const r of rows) committed.push(r.values[0]);
+      },
+    }).catch((err: unknown) => {
+      // Which ids are stored: on the error itself (a driver's error keeps its class and code).
+      if (committed.length > 0 && err instanceof Error) Object.assign(err, { committedIds: committed });
+      throw err;
+    });
   }
 
   /**
-   * Stores documents whose encodings were computed elsewhere. Each `encoding` needs dense and
-   * sparse outputs, and ColBERT unless the store keeps none, from the store's model. All entries
-   * are validated before any is written; rows are then upserted in transactions of
-   * `writeBatchSize`. Returns the ids, in input order (a repeated id: the last one wins).
+   * Stores documents whose encodings were computed elsewhere (dense, sparse, and ColBERT unless
+   * the store keeps none, from the store's model). All entries are checked before any is
+   * written, and all are written in ONE transaction: the call is atomic. Returns the ids, in
+   * input order (a repeated id: the last one wins).
    */
-  async addEncoded(docs: Iterable<M3EncodedDocument>): Promise<string[]> {
-    const list = [...docs];
-    const ids: string[] = [];
-    const byId = new Map<string, RowValues>();
-    list.forEach((doc, i) => {
-      const id = checkDocument(doc, `docs[${i}]`);
-      checkEncoding(doc.encoding, this.shape, `docs[${i}].encoding`);
-      ids.push(id);
-      byId.delete(id); // the last occurrence wins
-      byId.set(id, toRow(id, doc, doc.encoding, this.shape, `docs[${i}]`));
-    });
-    await this.writeRows([...byId.values()]);
-    return ids;
+  addEncoded(docs: Iterable<M3EncodedDocument>, _options: M3AddOptions = {}): Promise<string[]> {
+    const turn = this.writes.reserve();
+    return (async () => {
+      try {
+        const { ids, entries } = checkEncodedDocuments(docs, { ...this.model(), colbert: this.codec !== undefined }, 'PgM3Store.addEncoded');
+        const rows = this.rows(entries, 'document');
+        await turn.ready;
+        await this.writeRows(rows);
+        return ids;
+      } finally {
+        turn.release();
+      }
+    })();
   }
 
-  /** Upserts rows (unique ids) in transactions of `writeBatchSize` rows, each split into bounded INSERTs. */
-  private async writeRows(rows: readonly RowValues[]): Promise<void> {
-    for (let start = 0; start < rows.length; start += this.writeBatchSize) {
-      const chunk = rows.slice(start, start + this.writeBatchSize);
-      await this.run(() =>
-        this.client.transaction(async (tx) => {
-          let s = 0;
-          while (s < chunk.length) {
-            let e = s;
-            let bytes = 0;
-            while (e < chunk.length && e - s < MAX_STATEMENT_ROWS && (e === s || bytes + rowBytes(chunk[e]) <= MAX_STATEMENT_BYTES)) bytes += rowBytes(chunk[e++]);
-            await this.insert(tx, chunk.slice(s, e));
-            s = e;
-          }
-        }),
-      );
-    }
+  private model(): { modelId: string; dim: number; vocabSize: number } {
+    return { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize };
   }
 
-  private insert(tx: SqlQueryable, rows: readonly RowValues[]): Promise<unknown> {
+  /** Rows of checked entries, sorted by id in code-point order (the lock order of every write). */
+  private rows(entries: EncodedEntry[], what: string): Row[] {
+    const rows = entries.map((e) => toRow(e, this.rowShape, `${what} ${JSON.stringify(e.id)}`));
+    return rows.sort((a, b) => compareCodePoints(a.values[0], b.values[0]));
+  }
+
+  /**
+   * Upserts rows (unique ids, sorted) in ONE transaction, split into bounded INSERT statements,
+   * retried whole on a lost conflict or a dropped connection. Rows are locked in id order, so two
+   * writers of overlapping ids wait for each other instead of deadlocking.
+   */
+  private async writeRows(rows: readonly Row[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.run(() =>
+      this.client.transaction(async (tx) => {
+        let s = 0;
+        while (s < rows.length) {
+          let e = s;
+          let bytes = 0;
+          while (e < rows.length && e - s < this.statementRows && (e === s || bytes + rowBytes(rows[e].values) <= MAX_STATEMENT_BYTES)) bytes += rowBytes(rows[e++].values);
+          await this.insert(tx, rows.slice(s, e));
+          s = e;
+        }
+      }),
+    );
+  }
+
+  private async insert(tx: SqlQueryable, rows: readonly Row[]): Promise<void> {
     const d = this.denseCast();
     const values: string[] = [];
     const params: unknown[] = [];
     for (const r of rows) {
       const p = params.length;
       values.push(`($${p + 1}, $${p + 2}, $${p + 3}::jsonb, $${p + 4}::${d}, $${p + 5}::sparsevec, $${p + 6}::sparsevec, $${p + 7}::bytea)`);
-      params.push(...r);
+      params.push(...r.values);
     }
-    return tx.query(
+    const returned = await tx.query<{ id: string; rowid: string | number }>(
       `INSERT INTO ${this.t} (id, text, metadata, dense, sparse, sparse_full, colbert) VALUES ${values.join(', ')}
        ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata, dense = EXCLUDED.dense,
-         sparse = EXCLUDED.sparse, sparse_full = EXCLUDED.sparse_full, colbert = EXCLUDED.colbert`,
+         sparse = EXCLUDED.sparse, sparse_full = EXCLUDED.sparse_full, colbert = EXCLUDED.colbert
+       RETURNING id${this.sparseIndex === 'postings' ? ', rowid' : ''}`,
       params,
+    );
+    if (this.sparseIndex !== 'postings') return;
+    // The postings of these documents: the old ones go, the new ones come (all weights).
+    const rowid = new Map(returned.map((r) => [r.id, String(r.rowid)]));
+    const docs = rows.map((r) => rowid.get(r.values[0]) as string);
+    await tx.query(`DELETE FROM ${this.postings} WHERE doc = ANY($1::bigint[])`, [`{${docs.join(',')}}`]);
+    let n = 0;
+    for (const r of rows) n += r.tokens.length;
+    const tokens = new Uint32Array(n);
+    const weights = new Float32Array(n);
+    const owners: string[] = new Array(n);
+    let o = 0;
+    rows.forEach((r, i) => {
+      tokens.set(r.tokens, o);
+      weights.set(r.weights, o);
+      owners.fill(docs[i], o, o + r.tokens.length);
+      o += r.tokens.length;
+    });
+    if (n > 0) {
+      await tx.query(`INSERT INTO ${this.postings} (token, weight, doc) SELECT * FROM unnest($1::int4[], $2::float4[], $3::bigint[])`, [intArray(tokens), realArray(weights), `{${owners.join(',')}}`]);
+    }
+  }
+
+  /** Removes documents; unknown ids are ignored. Returns how many were removed. Takes effect in call order. */
+  delete(ids: string | Iterable<string>): Promise<number> {
+    let list: string[];
+    try {
+      list = [...new Set(checkIdList(ids))].sort(compareCodePoints);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // One transaction, rows locked in id order (as writes lock them): atomic, deadlock-free.
+    return this.writes.run(() =>
+      list.length === 0
+        ? 0
+        : this.run(() =>
+            this.client.transaction(async (tx) => {
+              const rows = await tx.query<{ n: number }>(
+                `WITH l AS (SELECT id FROM ${this.t} WHERE id = ANY($1::text[]) ORDER BY id COLLATE "C" FOR UPDATE),
+                  d AS (DELETE FROM ${this.t} t USING l WHERE t.id = l.id RETURNING 1)
+                 SELECT count(*)::int AS n FROM d`,
+                [list],
+              );
+              return Number(rows[0]?.n ?? 0);
+            }),
+          ),
     );
   }
 
-  /** Removes documents; unknown ids are ignored. Returns how many were removed. */
-  async delete(ids: string | Iterable<string>): Promise<number> {
-    const list = typeof ids === 'string' ? [ids] : [...ids];
-    list.forEach((id, i) => {
-      if (typeof id !== 'string') invalid(`ids[${i}] must be a string, got ${typeof id}`);
-    });
-    let n = 0;
-    for (let s = 0; s < list.length; s += 10000) {
-      const part = list.slice(s, s + 10000).filter((id) => !id.includes('\u0000'));
-      const rows = await this.run(() =>
-        this.client.query<{ n: number }>(`WITH d AS (DELETE FROM ${this.t} WHERE id = ANY($1::text[]) RETURNING 1) SELECT count(*)::int AS n FROM d`, [part]),
-      );
-      n += Number(rows[0]?.n ?? 0);
-    }
-    return n;
-  }
-
   /**
-   * Builds the two HNSW indexes if they are missing (after a bulk load into a store connected
-   * with `createIndexes: false`), with the store's `hnsw` parameters. `maintenanceWorkMem`
-   * (e.g. `'1GB'`) is set for the build only: pgvector builds fast while the graph fits in it
-   * and falls back to a much slower on-disk build when it does not.
+   * Builds the HNSW indexes if they are missing (after a bulk load into a store connected with
+   * `createIndexes: false`), with the store's `hnsw` parameters. `maintenanceWorkMem` (e.g.
+   * `'1GB'`) is set for the build only: pgvector builds fast while the graph fits in it and falls
+   * back to a much slower on-disk build when it does not.
    */
   async createIndexes(options: { maintenanceWorkMem?: string } = {}): Promise<void> {
     const mem = options.maintenanceWorkMem;
-    if (mem !== undefined && !/^\d+\s*(kB|MB|GB|TB)$/.test(mem)) invalid(`maintenanceWorkMem must look like '512MB' or '2GB', got ${JSON.stringify(mem)}`);
+    if (mem !== undefined && !/^\d+\s*(kB|MB|GB|TB)$/.test(mem)) invalidArgument(`maintenanceWorkMem must look like '512MB' or '2GB', got ${JSON.stringify(mem)}`);
     await this.run(() =>
       this.client.transaction(async (tx) => {
         if (mem !== undefined) await tx.query(`SELECT set_config('maintenance_work_mem', $1, true)`, [mem]);
-        for (const statement of indexStatements(this.tableName, this.denseType, this.hnsw)) await tx.query(statement);
+        for (const statement of indexStatements(this.tableName, this.denseType, this.hnsw, this.sparseIndex)) await tx.query(statement);
       }),
     );
   }
 
-  /** Removes every document (the tables and indexes stay). */
-  async clear(): Promise<void> {
-    await this.run(() => this.client.query(`TRUNCATE ${this.t}`));
+  /** Removes every document (the tables and indexes stay). Takes effect in call order. */
+  clear(): Promise<void> {
+    return this.writes.run(async () => {
+      await this.run(() => this.client.query(`TRUNCATE ${this.t}${this.sparseIndex === 'postings' ? `, ${this.postings}` : ''}`));
+    });
   }
 
-  /** Drops the store's two tables (and so its indexes). The object is unusable afterwards. */
+  /** Drops the store's tables (and so its indexes). The object is unusable afterwards. */
   async drop(): Promise<void> {
-    await this.run(() => this.client.query(`DROP TABLE IF EXISTS ${this.t}, ${qualified(this.tableName, '_meta')}`));
+    await this.writes.run(() => this.run(() => this.client.query(`DROP TABLE IF EXISTS ${this.postings}, ${this.t}, ${qualified(this.tableName, '_meta')}`)));
+    this.closed = true;
+  }
+
+  /** Waits for this object's pending writes (each committed when it resolves) and closes it; the client stays open (it is the caller's). */
+  async close(): Promise<void> {
+    await this.writes.idle();
+    this.closed = true;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -479,29 +543,43 @@ export class PgM3Store {
 
   /** Whether a document with this id is stored. */
   async has(id: string): Promise<boolean> {
-    if (typeof id !== 'string' || id.includes('\u0000')) return false;
+    checkId(id);
     const rows = await this.run(() => this.client.query(`SELECT 1 FROM ${this.t} WHERE id = $1`, [id]));
     return rows.length > 0;
   }
 
   /** The stored document, or undefined. */
   async get(id: string): Promise<M3StoredDocument | undefined> {
-    if (typeof id !== 'string' || id.includes('\u0000')) return undefined;
+    checkId(id);
     const rows = await this.run(() => this.client.query<{ id: string; text: string; metadata: unknown }>(`SELECT id, text, metadata FROM ${this.t} WHERE id = $1`, [id]));
     const r = rows[0];
     return r ? { id: r.id, text: r.text, metadata: parseMetadata(r.metadata) } : undefined;
   }
 
-  /** Ids of the stored documents, in the database's order for text, fetched in pages of `pageSize`. */
+  /** The stored documents of `ids` that exist, in the order of `ids` (duplicates once). */
+  async getMany(ids: readonly string[]): Promise<M3StoredDocument[]> {
+    const list = [...new Set(checkIdList(ids))];
+    if (list.length === 0) return [];
+    const rows = await this.run(() => this.client.query<{ id: string; text: string; metadata: unknown }>(`SELECT id, text, metadata FROM ${this.t} WHERE id = ANY($1::text[])`, [list]));
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const out: M3StoredDocument[] = [];
+    for (const id of list) {
+      const r = byId.get(id);
+      if (r) out.push({ id: r.id, text: r.text, metadata: parseMetadata(r.metadata) });
+    }
+    return out;
+  }
+
+  /** Ids of the stored documents in code-point order, fetched in pages of `pageSize`. */
   async *ids(pageSize = 1000): AsyncGenerator<string> {
-    positiveInt(pageSize, 'pageSize');
+    checkPositiveInt(pageSize, 'pageSize', 1000);
     let after: string | undefined;
     for (;;) {
       const from = after;
       const rows = await this.run(() =>
         from === undefined
-          ? this.client.query<{ id: string }>(`SELECT id FROM ${this.t} ORDER BY id LIMIT $1`, [pageSize])
-          : this.client.query<{ id: string }>(`SELECT id FROM ${this.t} WHERE id > $1 ORDER BY id LIMIT $2`, [from, pageSize]),
+          ? this.client.query<{ id: string }>(`SELECT id FROM ${this.t} ORDER BY id COLLATE "C" LIMIT $1`, [pageSize])
+          : this.client.query<{ id: string }>(`SELECT id FROM ${this.t} WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2`, [from, pageSize]),
       );
       for (const r of rows) yield r.id;
       if (rows.length < pageSize) return;
@@ -510,125 +588,177 @@ export class PgM3Store {
   }
 
   /**
-   * Hybrid search, the recommended M3 pipeline: dense top-fetchK ∪ sparse top-fetchK from the
-   * HNSW indexes (a sparse candidate needs a shared token), then every candidate rescored exactly
-   * by dense, sparse (all its weights) and ColBERT (weight 0: skipped and not fetched), combined
-   * as (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k (ties: id ascending). Equal to
-   * M3Index.search whenever HNSW finds the same candidates (e.g. fetchK ≥ the number of documents).
+   * The SQL of the sparse first stage: ids of the top `n` documents by sparse score that pass
+   * the `where` filter and share at least one token with the query. `sq` is the query sparsevec.
    */
-  async search(query: string | EncodeResult, options: PgM3SearchOptions = {}): Promise<M3SearchResult[]> {
-    const k = positiveInt(options.k ?? 10, 'k') as number;
-    const fetchK = positiveInt(options.fetchK ?? 100, 'fetchK') as number;
-    const weights: M3ScoreWeights = options.weights ?? (this.codec ? [0.4, 0.2, 0.4] : [0.4, 0.2, 0]);
-    checkFusionWeights(weights, 3);
-    if (!this.codec && weights[2] > 0) invalid(`this store keeps no ColBERT vectors (colbertPrecision 'none'): use weights with colbert 0, e.g. [${weights[0]}, ${weights[1]}, 0]`);
-    const where = checkWhere(options.where);
-    const filter = checkFilter(options.filter);
-    positiveInt(options.efSearch, 'efSearch', MAX_EF_SEARCH);
-    const useColbert = weights[2] > 0;
-    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert });
-    const n = Math.max(fetchK, k);
+  private sparseStage(q: SparseVector, n: string, f: CheckedFilters, params: unknown[], sq: string): string {
+    if (this.sparseIndex === 'hnsw') {
+      return `SELECT id FROM (SELECT id, sparse <#> ${sq} AS dist FROM ${this.t} WHERE ${this.condition(f, params)} ORDER BY sparse <#> ${sq} LIMIT ${n}) x WHERE dist < 0`;
+    }
+    // Postings: exact top n by Σ query weight × document weight over the shared tokens.
+    const keep: number[] = [];
+    for (let i = 0; i < q.values.length; i++) if (q.values[i] > 0) keep.push(i);
+    const tok = `$${params.push(intArray(keep.map((i) => q.indices[i])))}::int4[]`;
+    const w = `$${params.push(realArray(Float32Array.from(keep, (i) => q.values[i])))}::float8[]`;
+    const where = f.where === undefined ? '' : `JOIN ${this.t} f ON f.rowid = p.doc WHERE ${this.condition(f, params, 'f.metadata')}`;
+    return `SELECT t.id FROM (SELECT p.doc, sum(p.weight * q.w) AS score FROM unnest(${tok}, ${w}) AS q(token, w)
+        JOIN ${this.postings} p ON p.token = q.token ${where}
+        GROUP BY p.doc ORDER BY score DESC, p.doc LIMIT ${n}) x JOIN ${this.t} t ON t.rowid = x.doc`;
+  }
+
+  /**
+   * Hybrid search, the M3 pipeline (see the file comment): dense top-fetchK ∪ sparse top-fetchK,
+   * every candidate scored exactly by dense and sparse in SQL, the best `rerankDepth` of them by
+   * w_d·dense + w_s·sparse also by ColBERT MaxSim (weight 0: skipped, not fetched), ranked by
+   * (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k (ties: id ascending). Equal to
+   * M3Index.search when HNSW finds the same candidates and they fit in `rerankDepth`.
+   */
+  async search(query: M3Query, options: PgM3SearchOptions = {}): Promise<M3SearchResult[]> {
+    const o = checkSearchOptions(options, 'options', this.codec ? undefined : ([1, 0.5, 0] as const));
+    checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
+    const depth = Math.max(o.k, checkPositiveInt(options.rerankDepth, 'rerankDepth', this.rerankDepth));
+    const [wd, ws, wc] = o.weights;
+    if (!this.codec && wc > 0) invalidArgument(`this store keeps no ColBERT vectors (colbertPrecision 'none'): use weights with colbert 0, e.g. [${wd}, ${ws}, 0]`);
+    const useColbert = wc > 0;
+    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
+    const n = o.fetchK;
 
     const params: unknown[] = [formatDense(q.dense as Float32Array), formatSparse(q.sparse as SparseVector, this.vocabSize), n];
-    const cond = where !== undefined ? `WHERE metadata @> $${params.push(where)}::jsonb` : '';
-    const exactDense = this.exactDenseParam(params);
-    const sql = `WITH d AS (SELECT id FROM ${this.t} ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $3),
-      s AS (SELECT id, sparse <#> $2::sparsevec AS dist FROM ${this.t} ${cond} ORDER BY sparse <#> $2::sparsevec LIMIT $3)
-      SELECT t.id, t.text, t.metadata, -(t.dense::vector <#> ${exactDense}) AS dense,
-        -(coalesce(t.sparse_full, t.sparse) <#> $2::sparsevec) AS sparse${useColbert ? ', t.colbert' : ''}
-      FROM ${this.t} t WHERE t.id IN (SELECT id FROM d UNION SELECT id FROM s WHERE dist < 0)`;
-    let rows = await this.read<CandidateRow>(n, options.efSearch, where !== undefined, sql, params);
-    if (filter) rows = rows.filter((r) => filter(parseMetadata(r.metadata), r.id) === true);
+    const exactDense = this.denseType === 'vector' ? '$1::vector' : `$${params.push(params[0])}::vector`;
+    const filtered = o.where !== undefined;
+    const cond = this.condition(o, params);
+    const sparseStage = this.sparseStage(q.sparse as SparseVector, '$3', o, params, '$2::sparsevec');
+    // Rank by the partial score: all candidates if a function filter must see them first, or if
+    // dense and sparse carry no weight (the rank would then be arbitrary).
+    const rankAll = o.filter !== undefined || wd + ws === 0;
+    const limit = rankAll ? '' : `LIMIT $${params.push(useColbert ? depth : o.k)}`;
+    const partial = `$${params.push(wd)}::float8 * c.dense + $${params.push(ws)}::float8 * c.sparse`;
+    const withColbert = useColbert && !rankAll;
+    const sql = `WITH d AS (SELECT id FROM ${this.t} WHERE ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $3),
+      s AS (${sparseStage}),
+      c AS (SELECT t.id, -(t.dense::vector <#> ${exactDense}) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $2::sparsevec) AS sparse
+            FROM ${this.t} t WHERE t.id IN (SELECT id FROM d UNION SELECT id FROM s)),
+      r AS (SELECT c.id, c.dense, c.sparse, ${partial} AS partial FROM c ORDER BY partial DESC, c.id COLLATE "C" ${limit})
+      SELECT r.id, r.dense, r.sparse, r.partial, t.text, t.metadata${withColbert ? `, ${this.colbertSql} AS colbert` : ''}
+      FROM r JOIN ${this.t} t ON t.id = r.id ORDER BY r.partial DESC, r.id COLLATE "C"`;
+    let rows = await this.read<CandidateRow>(n, (options as PgM3SearchOptions).efSearch, filtered, sql, params);
+    if (o.filter) {
+      const fn = o.filter;
+      rows = rows.filter((r) => fn(copyMetadata(parseMetadata(r.metadata)), r.id) === true);
+    }
     if (rows.length === 0) return [];
+    if (!useColbert) return this.ranked(rows, new Float64Array(rows.length), o.weights).slice(0, o.k);
+    if (!withColbert) {
+      // Ranked in full above: the best `depth` (by partial, or all when only ColBERT counts) get ColBERT now.
+      if (wd + ws > 0) rows = rows.slice(0, depth);
+      const bytes = await this.fetchColbert(rows.map((r) => r.id));
+      rows = rows.filter((r) => bytes.has(r.id)); // deleted meanwhile: dropped, never an error
+      rows.forEach((r) => (r.colbert = bytes.get(r.id)));
+    }
+    const colbert = await this.maxSim(q.colbert as ColbertMatrix, rows);
+    return this.ranked(rows, colbert, o.weights).slice(0, o.k);
+  }
 
-    const colbert = useColbert ? await this.maxSim(q.colbert as ColbertMatrix, rows) : new Float64Array(rows.length);
+  /** ColBERT bytes of `ids` that exist. */
+  private async fetchColbert(ids: string[]): Promise<Map<string, Uint8Array>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.run(() => this.client.query<{ id: string; colbert: unknown }>(`SELECT t.id, ${this.colbertSql} AS colbert FROM ${this.t} t WHERE t.id = ANY($1::text[])`, [ids]));
+    return new Map(rows.map((r) => [r.id, colbertBytes(r.colbert)]));
+  }
+
+  private ranked(rows: readonly CandidateRow[], colbert: Float64Array, weights: M3Weights): M3SearchResult[] {
     const results = rows.map((r, i): M3SearchResult => {
       const scores = { dense: Number(r.dense), sparse: Number(r.sparse), colbert: colbert[i] };
       return { id: r.id, text: r.text, metadata: parseMetadata(r.metadata), score: m3AllScore(scores, weights), scores };
     });
-    return results.sort(byScoreThenId).slice(0, k);
+    return results.sort(byScoreThenId);
   }
 
   /** MaxSim of the query against the candidates' stored ColBERT bytes (a row without any scores 0). */
   private maxSim(query: ColbertMatrix, rows: readonly CandidateRow[]): Promise<Float64Array> {
     const codec = this.codec as ColbertCodec;
-    const empty = new Uint8Array(0);
-    return maxSimPacked(query, codec.pack(rows.map((r) => r.colbert ?? empty)), this.threads);
+    return maxSimPacked(query, codec.pack(rows.map((r) => colbertBytes(r.colbert))), this.threads);
+  }
+
+  /**
+   * The M3 rerank of stored documents `ids` (nothing but the query is encoded): each that exists
+   * is scored by dense, sparse and ColBERT from its stored vectors, best first (ties: id).
+   */
+  async rescore(query: M3Query, ids: readonly string[], options: M3RescoreOptions = {}): Promise<M3SearchResult[]> {
+    const o = checkRescoreOptions(options, 'options', this.codec ? undefined : ([1, 0.5, 0] as const));
+    const list = [...new Set(checkIdList(ids))];
+    if (!this.codec && o.weights[2] > 0) invalidArgument(`this store keeps no ColBERT vectors (colbertPrecision 'none'): use weights with colbert 0`);
+    const useColbert = o.weights[2] > 0;
+    const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
+    if (list.length === 0) return [];
+    const params: unknown[] = [list, formatDense(q.dense as Float32Array), formatSparse(q.sparse as SparseVector, this.vocabSize)];
+    const rows = await this.run(() =>
+      this.client.query<CandidateRow>(
+        `SELECT t.id, t.text, t.metadata, -(t.dense::vector <#> $2::vector) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $3::sparsevec) AS sparse${useColbert ? `, ${this.colbertSql} AS colbert` : ''}
+         FROM ${this.t} t WHERE t.id = ANY($1::text[])`,
+        params,
+      ),
+    );
+    const colbert = useColbert ? await this.maxSim(q.colbert as ColbertMatrix, rows) : new Float64Array(rows.length);
+    const results = this.ranked(rows, colbert, o.weights);
+    return o.k === undefined ? results : results.slice(0, o.k);
   }
 
   /**
    * Dense-only search: HNSW top-k by inner product, each hit scored exactly (the float32 query
    * against the stored vector, as M3Index.searchDense).
    */
-  async searchDense(query: string | EncodeResult, options: PgM3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const { k, n, where, filter } = this.singleModeOptions(options);
-    const q = await this.encodeQuery(query, { dense: true });
+  async searchDense(query: M3Query, options: PgM3SingleModeOptions = {}): Promise<M3Hit[]> {
+    const { o, n } = this.singleModeOptions(options);
+    const q = await this.encodeQuery(query, { dense: true }, o.signal);
     const params: unknown[] = [formatDense(q.dense as Float32Array), n];
-    const cond = where !== undefined ? `WHERE metadata @> $${params.push(where)}::jsonb` : '';
-    const exactDense = this.exactDenseParam(params);
+    const exactDense = this.denseType === 'vector' ? '$1::vector' : `$${params.push(params[0])}::vector`;
+    const cond = this.condition(o, params);
     const rows = await this.read<CandidateRow>(
       n,
       options.efSearch,
-      where !== undefined,
-      `SELECT id, text, metadata, -(dense::vector <#> ${exactDense}) AS dense FROM ${this.t} ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $2`,
+      o.where !== undefined,
+      `SELECT id, text, metadata, -(dense::vector <#> ${exactDense}) AS dense FROM ${this.t} WHERE ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $2`,
       params,
     );
-    const hits: M3Hit[] = [];
-    for (const r of rows) {
-      const metadata = parseMetadata(r.metadata);
-      if (filter && filter(metadata, r.id) !== true) continue;
-      hits.push({ id: r.id, text: r.text, metadata, score: Number(r.dense) });
-    }
-    return hits.sort(byScoreThenId).slice(0, k);
+    return this.hits(rows, o.filter, o.k, (r) => Number(r.dense));
   }
 
   /**
-   * Sparse-only search: HNSW top-k on the indexed projection, each hit scored exactly with all
-   * its stored weights (lexical matching score, as M3Index.searchSparse); documents sharing no
-   * token with the query are not returned.
+   * Sparse-only search: top-k from the postings (exact) or the sparse HNSW index (the
+   * projection), each hit scored exactly with all its stored weights (lexical matching score, as
+   * M3Index.searchSparse); documents sharing no token with the query are not returned.
    */
-  async searchSparse(query: string | EncodeResult, options: PgM3SingleModeOptions = {}): Promise<M3Hit[]> {
-    const { k, n, where, filter } = this.singleModeOptions(options);
-    const q = await this.encodeQuery(query, { sparse: true });
+  async searchSparse(query: M3Query, options: PgM3SingleModeOptions = {}): Promise<M3Hit[]> {
+    const { o, n } = this.singleModeOptions(options);
+    const q = await this.encodeQuery(query, { sparse: true }, o.signal);
     const params: unknown[] = [formatSparse(q.sparse as SparseVector, this.vocabSize), n];
-    const cond = where !== undefined ? `WHERE metadata @> $${params.push(where)}::jsonb` : '';
+    const stage = this.sparseStage(q.sparse as SparseVector, '$2', o, params, '$1::sparsevec');
     const rows = await this.read<CandidateRow>(
       n,
       options.efSearch,
-      where !== undefined,
-      `SELECT id, text, metadata, -(coalesce(sparse_full, sparse) <#> $1::sparsevec) AS sparse
-       FROM ${this.t} ${cond} ORDER BY sparse <#> $1::sparsevec LIMIT $2`,
+      o.where !== undefined,
+      `SELECT t.id, t.text, t.metadata, -(coalesce(t.sparse_full, t.sparse) <#> $1::sparsevec) AS sparse
+       FROM ${this.t} t WHERE t.id IN (${stage})`,
       params,
     );
+    return this.hits(rows, o.filter, o.k, (r) => Number(r.sparse)).filter((h) => h.score > 0);
+  }
+
+  private hits(rows: readonly CandidateRow[], filter: CheckedFilters['filter'], k: number, score: (r: CandidateRow) => number): M3Hit[] {
     const hits: M3Hit[] = [];
     for (const r of rows) {
       const metadata = parseMetadata(r.metadata);
-      if (filter && filter(metadata, r.id) !== true) continue;
-      const score = Number(r.sparse);
-      if (score > 0) hits.push({ id: r.id, text: r.text, metadata, score });
+      if (filter && filter(copyMetadata(metadata), r.id) !== true) continue;
+      hits.push({ id: r.id, text: r.text, metadata, score: score(r) });
     }
     return hits.sort(byScoreThenId).slice(0, k);
   }
 
-  private singleModeOptions(options: PgM3SingleModeOptions): { k: number; n: number; where: string | undefined; filter: M3Filter | undefined } {
-    const k = positiveInt(options.k ?? 10, 'k') as number;
-    const fetchK = positiveInt(options.fetchK, 'fetchK');
-    positiveInt(options.efSearch, 'efSearch', MAX_EF_SEARCH);
-    const filter = checkFilter(options.filter);
-    const n = Math.max(k, fetchK ?? (filter ? 100 : k));
-    return { k, n, where: checkWhere(options.where), filter };
-  }
-}
-
-async function withRetries<T>(retries: number, fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (attempt >= retries || !isConnectionError(err)) throw err;
-      // A pool hands out its remaining stale connections one by one; a short pause lets a
-      // restarting server come back.
-      await new Promise((resolve) => setTimeout(resolve, 100 * (attempt + 1)));
-    }
+  private singleModeOptions(options: PgM3SingleModeOptions): { o: ReturnType<typeof checkSingleModeOptions>; n: number } {
+    const o = checkSingleModeOptions(options);
+    const fetchK = options?.fetchK === undefined ? undefined : checkPositiveInt(options.fetchK, 'fetchK', 0);
+    checkPositiveInt(options?.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
+    return { o, n: Math.max(o.k, fetchK ?? (o.filter ? 100 : o.k)) };
   }
 }

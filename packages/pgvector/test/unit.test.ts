@@ -1,11 +1,11 @@
 /** Parts that need no database: version and extension checks on a scripted client, identifiers, codecs, error classes. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ColbertStore, M3Error, maxSimPacked, maxSimStored, type TextEncoder3 } from '@bgem3/core';
+import { ColbertCodec, ColbertStore, M3Error, maxSimPacked, maxSimStored, type TextEncoder3 } from '@bgem3/core';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
 import { PgM3Store, isConnectionError, parseTableName, pgClient, pgliteClient, projectSparse, type SqlClient, type SqlRow } from '../src/index.js';
-import { ColbertCodec, formatDense, formatSparse } from '../src/codec.js';
+import { formatDense, formatSparse } from '../src/codec.js';
 import { versionAtLeast } from '../src/schema.js';
 import { rng, unitVector } from './helpers.js';
 
@@ -21,10 +21,11 @@ function scripted(version: string | undefined, createFails = false): SqlClient &
     log,
     async query<R extends SqlRow>(text: string): Promise<R[]> {
       log.push(text);
+      if (text.includes('pg_advisory_xact_lock')) return [];
       if (text.includes('FROM pg_extension')) return (version === undefined ? [] : [{ v: version }]) as unknown as R[];
       if (text.includes('FROM pg_available_extensions')) return [{ installable: 1 }] as unknown as R[]; // the files are on this server
       if (text.startsWith('CREATE EXTENSION')) {
-        if (createFails) throw Object.assign(new Error('permission denied to create extension "vector"'), { code: '42501' });
+        if (createFails) throw Object.assign(new Error('permission denied to create extension "vector"'), { code: '42501', hint: 'Must be superuser to create this extension.' });
         version = '0.8.0';
         return [];
       }
@@ -47,13 +48,17 @@ describe('pgvector availability', () => {
     });
   });
 
-  it('a missing extension is created; a refused CREATE EXTENSION says how to enable it', async () => {
+  it("a missing extension is created inside the schema lock; a refused CREATE EXTENSION keeps the server's hint", async () => {
     const ok = scripted(undefined);
     await assert.rejects(PgM3Store.connect({ client: ok, encoder }), /unexpected statement/); // got past the extension
-    assert.ok(ok.log.some((s) => s.startsWith('CREATE EXTENSION IF NOT EXISTS vector')), 'CREATE EXTENSION issued');
+    const lock = ok.log.findIndex((s) => s.includes('pg_advisory_xact_lock'));
+    const create = ok.log.findIndex((s) => s.startsWith('CREATE EXTENSION IF NOT EXISTS vector'));
+    assert.ok(lock >= 0 && create > lock, 'CREATE EXTENSION issued after taking the lock');
     await assert.rejects(PgM3Store.connect({ client: scripted(undefined, true), encoder }), (e: M3Error) => {
       assert.equal(e.code, 'INVALID_ARGUMENT');
       assert.match(e.message, /permission denied/);
+      assert.match(e.message, /HINT: Must be superuser to create this extension\./);
+      assert.match(e.message, /not a trusted extension/);
       assert.match(e.message, /CREATE EXTENSION vector/);
       assert.match(e.message, /rds_superuser/);
       return true;
