@@ -11,6 +11,7 @@ import { EncodeCache } from './encode-cache.js';
 import { EncoderEngine, type AttentionMode, type RawOutputs, type SessionSettings } from './engine.js';
 import type { ModelDtype, ModelPaths } from '../model/layout.js';
 import { DEFAULT_MODEL, resolveModel } from '../model/resolve.js';
+import { localModelId } from '../model/identity.js';
 import type { HubOptions } from '../hub/types.js';
 import { availableParallelism } from 'node:os';
 import { WorkerPoolRunner, type WorkerFaults } from './worker-pool.js';
@@ -96,6 +97,12 @@ export interface LoadOptions extends EncoderOptions {
    * where the priority is per process.
    */
   workerNice?: number;
+  /**
+   * Overrides {@link M3Encoder.modelId}. Use it to keep searching an index saved before model ids
+   * of local directories were content hashes: such an index records `local:<path of the graph>`
+   * (its INDEX_MISMATCH message shows it); pass that string here for the same model files.
+   */
+  modelId?: string;
   /** @internal Fault injection for tests (see WorkerFaults). */
   workerFaults?: WorkerFaults;
 }
@@ -124,8 +131,12 @@ export class M3Encoder implements TextEncoder3 {
    * Hugging Face repo id (default `BAAI/bge-m3`), downloaded once into the shared HF cache.
    */
   static async load(model: string | ModelPaths = DEFAULT_MODEL, options: LoadOptions = {}): Promise<M3Encoder> {
-    const { paths, modelId } =
-      typeof model === 'string' ? await resolveModel(model, options) : { paths: model, modelId: `local:${model.onnx}` };
+    if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length === 0 || options.modelId.length > 4096)) {
+      invalidArgument(`modelId must be a non-empty string of at most 4096 characters, got ${JSON.stringify(options.modelId)}`);
+    }
+    const resolved = typeof model === 'string' ? await resolveModel(model, options) : { paths: model, modelId: localModelId(model) };
+    const { paths } = resolved;
+    const modelId = options.modelId ?? resolved.modelId;
     const tokenizer = M3Tokenizer.load(paths.tokenizer);
     const workers = options.workers ?? 1;
     if (!Number.isInteger(workers) || workers < 0) invalidArgument(`workers must be an integer ≥ 0, got ${options.workers}`);
@@ -192,6 +203,18 @@ export class M3Encoder implements TextEncoder3 {
   /** Called once when the encoder closes (used by {@link M3Encoder.shared}). */
   private onClose: (() => void) | undefined;
 
+  /**
+   * The model's identity, recorded by indexes to refuse being searched with another model:
+   * - a Hub model: `hub:<repo>@<commit>:<graph file>` (the revision resolved to a commit; `dtype`
+   *   picks another graph file, hence another id);
+   * - a local directory (or {@link ModelPaths}): `local:sha256-<24 hex>`, a hash of config.json,
+   *   tokenizer.json, tokenizer_config.json, the graph, its external weights (size and samples
+   *   when large) and both head files. It depends on the files' content only: the same model
+   *   copied to another path has the same id; another model (weights, heads, tokenizer, config)
+   *   has another.
+   * Before this, a local model's id was `local:<absolute path of the graph>`; {@link LoadOptions.modelId}
+   * can set that form to keep using an index saved with it.
+   */
   readonly modelId: string;
   readonly dim: number;
   readonly colbertDim: number;

@@ -2,11 +2,12 @@
  * Turns what a user passes as "the model" into local file paths: a directory on disk, or a
  * Hugging Face repo id that is downloaded (or found in the cache) first.
  */
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { M3Error } from '../errors.js';
 import { BGE_M3_REPO, presetFiles } from '../hub/presets.js';
 import { isRepoId, resolveModelFiles } from '../hub/resolve-model.js';
 import type { HubOptions, ModelFileSpec } from '../hub/types.js';
+import { localModelId } from './identity.js';
 import { ONNX_CANDIDATES, resolveModelPaths, type ModelDtype, type ModelPaths } from './layout.js';
 
 /** The default model: BAAI/bge-m3 from the Hugging Face Hub. */
@@ -23,20 +24,16 @@ export interface ResolveOptions {
 
 export interface ResolvedModel {
   paths: ModelPaths;
-  /** Stable id for caches and index manifests: the file's real path, or repo@commit:file. */
+  /**
+   * Stable id for caches and index manifests: `hub:<repo>@<commit>:<graph>` for a Hub model, and
+   * for a local directory `local:sha256-…`, a hash of the model's files (see model/identity.ts), so
+   * the same model in another directory has the same id.
+   */
   modelId: string;
 }
 
 const SUPPORT: readonly ModelFileSpec['path'][] = ['tokenizer.json', 'tokenizer_config.json', 'config.json', 'colbert_linear.pt', 'sparse_linear.pt'];
 const REQUIRED_SUPPORT = new Set(['tokenizer.json']);
-
-function localId(p: string): string {
-  try {
-    return `local:${realpathSync(p)}`;
-  } catch {
-    return `local:${p}`;
-  }
-}
 
 /** Files of a non-preset repo: the graph, its possible external-data sidecars, tokenizer, config and heads. */
 function repoSpecs(repo: string, onnx: string, revision: string | undefined): ModelFileSpec[] {
@@ -77,7 +74,7 @@ export async function resolveModel(model: string, options: ResolveOptions = {}):
   }
   if (existsSync(model)) {
     const paths = resolveModelPaths(model, options);
-    return { paths, modelId: localId(paths.onnx) };
+    return { paths, modelId: localModelId(paths) };
   }
   if (!isRepoId(model)) {
     throw new M3Error('MODEL_NOT_FOUND', `model not found: ${model} is neither an existing directory nor a Hugging Face repo id (org/name)`);
