@@ -272,7 +272,7 @@ describe('bgem3 CLI', () => {
       [['score', ...M], '{"query": 1, "passage": "p"}\n', /line 1: "query" must be a string/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o2')], '{"id": {}, "text": "x"}\n', /line 1: "id" must be a string/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o3')], '{"text": "x", "metadata": [1]}\n', /line 1: "metadata" must be an object/],
-      [['index', ...M, '--input', docs, '--out', join(dir, 'o4'), '--colbert-precision', 'fp8'], '', /--colbert-precision must be fp32, fp16 or int8/],
+      [['index', ...M, '--input', docs, '--out', join(dir, 'o4'), '--colbert-precision', 'fp8'], '', /--colbert-precision must be one of int8, fp16, fp32, none/],
       [['search', '--index', built, '--query', 'q', '--k', '0'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k=-1'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k', '1.5'], '', /--k must be a positive integer/],

@@ -73,6 +73,9 @@ after(() => {
   }
   for (const d of roots) rmSync(d, { recursive: true, force: true });
 });
+function emptyDir(d: string): void {
+  for (const n of readdirSync(d)) rmSync(join(d, n), { recursive: true, force: true });
+}
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'bgem3-cli-err-'));
   roots.push(d);
@@ -120,6 +123,7 @@ describe('bgem3 CLI: output paths and file systems', () => {
   });
 
   test('ENOSPC while writing -o: one line naming the file and saying the device is full', async () => {
+    if (small) emptyDir(small);
     const target = small ? join(small, 'out.jsonl') : '/dev/full';
     const many = Array.from({ length: small ? 120 : 2 }, (_, i) => JSON.stringify({ text: `text number ${i}` })).join('\n');
     const r = await cli(['encode', '--model', FIXTURE, '--outputs', 'dense', '-o', target], many);
@@ -131,10 +135,12 @@ describe('bgem3 CLI: output paths and file systems', () => {
       // Without a mount, the same writer (util/atomic-file.ts) on /dev/full's error.
       t.diagnostic('no tmpfs: atomic-file write of /dev/full-like ENOSPC checked in the unit test below');
     }
+    if (small) emptyDir(small);
     const docs = Array.from({ length: 60 }, (_, i) => JSON.stringify({ id: `d${i}`, text: `document ${i} `.repeat(40) })).join('\n');
     const out = small ? join(small, 'ix') : '/dev/full/ix';
     const r = await cli(['index', '--model', FIXTURE, '--out', out], docs);
-    if (small) oneLine(r, new RegExp(`cannot write ${small.replace(/[/.]/g, '\\$&')}/ix/.*: no space left on the device \\(ENOSPC\\)`), 'index --out full');
+    // The store names its file (SQLite says "database or disk is full" for ENOSPC).
+    if (small) oneLine(r, new RegExp(`${small}/ix/.*(no space left on the device \\(ENOSPC\\)|disk is full)`), 'index --out full');
     else oneLine(r, /cannot write --out \/dev\/full\/ix: \/dev\/full is a file, not a directory/, 'index --out under a device');
     if (small) assert.deepEqual(readdirSync(small).filter((n) => n.endsWith('.tmp')), [], 'no temporary file is left');
   });
@@ -149,6 +155,23 @@ describe('bgem3 CLI: output paths and file systems', () => {
     assert.doesNotMatch(ix.stderr, /ENOENT/);
     const enc = await cli(['encode', ...M, '-o', join(base, 'out.jsonl')], '{"text":"a"}\n');
     oneLine(enc, new RegExp(`cannot write --output ${base}/out\\.jsonl: `), 'encode -o read-only');
+  });
+
+  test('a Hub cache on a full or read-only file system: one line naming the cache path and what happened', async () => {
+    const hub = await FakeHub.start({ repos: fixtureRepos() });
+    try {
+      const ro = await cli(['download'], '', { HF_ENDPOINT: hub.url, HF_HUB_CACHE: join(readOnly ?? '/sys', 'hub') });
+      oneLine(ro, new RegExp(`cannot (create the directory|write the cache file) ${readOnly ?? '/sys'}/hub`), 'download into a read-only cache');
+      if (readOnly) assert.match(ro.stderr, /the file system is read-only \(EROFS\)/);
+      if (small) {
+        // The 1.5 MB graph data does not fit in 64 KiB.
+        const full = await cli(['download'], '', { HF_ENDPOINT: hub.url, HF_HUB_CACHE: join(small, 'hub') });
+        emptyDir(small);
+        oneLine(full, new RegExp(`cannot write ${small}/hub/.*\\.incomplete while downloading BAAI/bge-m3/.*: no space left on the device \\(ENOSPC\\)`), 'download into a full cache');
+      }
+    } finally {
+      await hub.close();
+    }
   });
 
   test('util: ensureDirectory and writeFileAtomic name the path and say what happened (EROFS, ENOSPC), keeping the code', async () => {

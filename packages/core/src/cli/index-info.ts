@@ -63,7 +63,16 @@ export async function readIndexInfo(dir: string): Promise<IndexInfo> {
   if (info) return info;
   // Not readable as we know it: let the store say what is wrong (it throws), without a model.
   const index = await M3Index.load(dir);
-  return { modelId: index.modelId, colbertPrecision: index.colbertPrecision };
+  try {
+    const settings = (index as unknown as { settings?: { maxLength?: number; colbertPrecision?: string } }).settings;
+    return {
+      modelId: index.modelId,
+      colbertPrecision: settings?.colbertPrecision ?? index.colbertPrecision,
+      ...(settings && 'maxLength' in settings ? { maxLength: settings.maxLength ?? null } : {}),
+    };
+  } finally {
+    await index.close();
+  }
 }
 
 /** The model to load for an index: its recorded source, else what its model id says (older indexes). */

@@ -24,6 +24,7 @@ const OPTIONS: Record<string, string> = {
   maxQueryLength: '--max-query-length',
   maxPassageLength: '--max-passage-length',
   batchSize: '--batch-size',
+  maxBatchTokens: '--max-batch-tokens',
   intraOpNumThreads: '--threads',
   onnxFile: '--onnx',
   colbertPrecision: '--colbert-precision',

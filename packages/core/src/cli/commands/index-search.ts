@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { M3Error } from '../../errors.js';
+import { COLBERT_STORAGES, DEFAULT_COLBERT_STORAGE, type ColbertStorage } from '../../store/colbert-codec.js';
 import { M3Index, type M3IndexOptions } from '../../retrieval/m3-index.js';
 import type { M3Document } from '../../store/types.js';
 import type { M3Encoder } from '../../inference/encoder.js';
@@ -14,7 +15,6 @@ import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type Model
 import { assertWritableDirectory } from '../output-target.js';
 import { UserError } from '../user-error.js';
 
-const PRECISIONS = ['fp32', 'fp16', 'int8'];
 
 function toDocument(obj: Record<string, unknown>, line: number, source: string): M3Document {
   if (typeof obj.text !== 'string') throw new UserError(`${source} line ${line}: "text" must be a string`);
@@ -86,10 +86,12 @@ export function registerIndex(program: Command): void {
     .option('-i, --input <file>', 'JSON Lines documents (default stdin)')
     .requiredOption('--out <dir>', 'index directory (created; an existing index there is replaced atomically)')
     .option('--max-length <n>', 'max tokens per document (default 8192; with --append, the index\'s)', positiveInt('--max-length'))
-    .option('--colbert-precision <p>', 'fp32, fp16 or int8 (default fp16; with --append, the index\'s)')
+    .option('--colbert-precision <p>', `how ColBERT vectors are stored: ${COLBERT_STORAGES.join(', ')} (default ${DEFAULT_COLBERT_STORAGE}; with --append, the index's)`)
     .option('--append', 'add to the index already in --out, keeping its model and options unless flags are given');
   addEncodeOptions(addModelOptions(cmd)).action(async (flags: IndexFlags, command: Command) => {
-    if (flags.colbertPrecision !== undefined && !PRECISIONS.includes(flags.colbertPrecision)) throw new UserError('--colbert-precision must be fp32, fp16 or int8');
+    if (flags.colbertPrecision !== undefined && !COLBERT_STORAGES.includes(flags.colbertPrecision as ColbertStorage)) {
+      throw new UserError(`--colbert-precision must be one of ${COLBERT_STORAGES.join(', ')}, got ${JSON.stringify(flags.colbertPrecision)}`);
+    }
     const given = (key: string) => command.getOptionValueSource(key) === 'cli';
     // Before the model loads: an unwritable --out must not cost a model load and an encode.
     await assertWritableDirectory(flags.out, '--out');
