@@ -1,335 +1,128 @@
 /**
- * BGEM3SparseRetriever: lexical retrieval with BGE-M3's learned sparse weights, a drop-in
- * replacement for LangChain's `BM25Retriever`. Scoring and the inverted index are core's
- * `SparseIndex` (exact top-k by FlagEmbedding's lexical matching score); this class only adapts
- * it to LangChain documents, ids, callbacks and persistence.
+ * BGEM3SparseRetriever: lexical retrieval with BGE-M3's learned sparse weights, in the shape of
+ * LangChain's `BM25Retriever` (`new X({ docs, k })`, `X.fromDocuments(docs, { k })`). It is a
+ * sparse-mode view of a {@link BGEM3VectorStore}: storage and scoring are the store's.
  */
-import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { M3Error, SparseIndex, writeFileAtomic, type SparseVector, type TextEncoder3 } from '@bgem3/core';
+import { M3Error, type M3Store } from '@bgem3/core';
+import { attachSource, bool, checkOptions, invalid, positiveInt, queryString, sourceOf, type EncoderSource } from '@bgem3/core/adapter';
 import type { CallbackManagerForRetrieverRun } from '@langchain/core/callbacks/manager';
-import { Document, type DocumentInterface } from '@langchain/core/documents';
+import type { DocumentInterface } from '@langchain/core/documents';
 import { BaseRetriever, type BaseRetrieverInput } from '@langchain/core/retrievers';
-import { EncoderSource, checkPositiveInteger, checkQuery, type BGEM3ModelParams } from './encoder-source.js';
+import { readFile } from 'node:fs/promises';
+import { BGEM3Embeddings } from './embeddings.js';
+import { BGEM3VectorStore, type BGEM3AddDocumentsOptions } from './vector-store.js';
+import { MODEL_KEYS, RETRIEVER_KEYS, filterOptions, hitToDocument, scoreMetadata, type BGEM3Filter, type BGEM3ModelParams } from './shared.js';
 
 /** Options of {@link BGEM3SparseRetriever}. */
 export interface BGEM3SparseRetrieverInput extends BaseRetrieverInput, BGEM3ModelParams {
-  /** Documents to return (default 4, like LangChain's retrievers). */
+  /** Documents to index (as BM25Retriever's `docs`); indexed in the background, awaited by the first query. */
+  docs?: DocumentInterface[];
+  /** Documents returned (default 4). */
   k?: number;
-  /**
-   * Only documents for which this returns true are returned. Applied inside the top-k search,
-   * so a selective filter still yields `k` results when that many match.
-   */
-  filter?: (doc: DocumentInterface) => boolean;
-  /** Texts per encoder call when adding documents (default 64). */
-  batchSize?: number;
+  /** Add `sparseScore`, `score` and `relevanceScore` to the metadata (default true). */
+  includeScore?: boolean;
+  /** A store to search (its documents; new ones are added to it). */
+  store?: M3Store;
+  /** A vector store to search (instead of `store`). */
+  vectorStore?: BGEM3VectorStore;
+  /** A `where` object or a `(metadata, id) => boolean` function, applied inside the top-k search. */
+  filter?: BGEM3Filter;
 }
 
-/** Options of {@link BGEM3SparseRetriever.addDocuments}. */
-export interface BGEM3AddDocumentsOptions {
-  /**
-   * One id per document. An id wins over `doc.id`; documents with neither get a random UUID.
-   * Adding an id that is already indexed replaces that document.
-   */
-  ids?: string[];
-}
-
-/** What the ensemble passes when it already has the sparse vectors (one encoder pass per document). */
-interface EncodedDoc {
-  doc: DocumentInterface & { id: string };
-  sparse: SparseVector;
-}
-
-/** The index and documents; shared by a retriever and its `k`-variants made for the ensemble. */
-interface SparseState {
-  index: SparseIndex | undefined;
-  docs: Map<string, DocumentInterface & { id: string }>;
-  /** Set when the index came from a file: the encoder must match it. */
-  checked: boolean;
-}
-
-const MAGIC = 'BGM3LCSP';
-const FORMAT_VERSION = 1;
-const utf8 = new TextEncoder();
+const KEYS = [...MODEL_KEYS, ...RETRIEVER_KEYS, 'docs', 'k', 'includeScore', 'store', 'vectorStore', 'filter'];
+const LEGACY_MAGIC = 'BGM3LCSP';
 
 /**
- * A retriever over BGE-M3 lexical (sparse) weights: each text's tokens get a learned weight, and a
- * document scores Σ over the tokens it shares with the query of w_query·w_doc (FlagEmbedding's
- * `compute_lexical_matching_score`), found exactly by an inverted index.
+ * A retriever over BGE-M3 lexical weights: a document scores Σ over the tokens it shares with
+ * the query of w_query·w_doc (FlagEmbedding's lexical matching score), found exactly. Matching is
+ * on model tokens: case-robust, whole tokens, punctuation-proof, and it scores every language
+ * BGE-M3 knows. Documents that share no token with the query are not returned.
  *
- * Replaces `BM25Retriever` (`@langchain/community/retrievers/bm25`) with the same shape
- * (`fromDocuments`, `k`, `invoke`) and none of its pitfalls: matching is on model tokens, so it is
- * case-robust, does not match "cat" inside "category", ignores query punctuation, and scores
- * Chinese, Japanese, Arabic or Russian text (BM25's `\w+` word count makes CJK lengths 0 and scores
- * NaN). Documents that share no token with the query are not returned (no zero-score padding).
- *
- * Returned documents are copies carrying `id` and `metadata.sparseScore`; the stored documents
- * are never mutated. Adding a document whose id is already indexed replaces it.
- *
- * @example
- * ```ts
- * const retriever = await BGEM3SparseRetriever.fromDocuments(docs, { k: 4 });
- * const hits = await retriever.invoke("capital of France");
- * hits[0].metadata.sparseScore; // the lexical matching score
- * ```
+ * Returned documents are copies; a document given without an id comes back without one.
  */
 export class BGEM3SparseRetriever extends BaseRetriever {
   static override lc_name(): string {
     return 'BGEM3SparseRetriever';
   }
 
-  lc_namespace = ['bgem3', 'retrievers'];
+  lc_namespace = ['bgem3', 'retrievers', 'sparse'];
 
   /** Documents returned per query. */
   k: number;
-  /** Optional document filter (see {@link BGEM3SparseRetrieverInput.filter}). */
-  filter: ((doc: DocumentInterface) => boolean) | undefined;
-  /** Texts per encoder call when adding documents. */
-  batchSize: number;
-
-  private source: EncoderSource;
-  private state: SparseState;
+  /** Whether scores are added to the metadata. */
+  includeScore: boolean;
+  /** Optional filter. */
+  filter: BGEM3Filter | undefined;
+  private readonly vectorStoreReady: Promise<BGEM3VectorStore>;
 
   constructor(fields: BGEM3SparseRetrieverInput = {}) {
-    // Only the BaseRetriever fields go to super: they are what LangChain serialises and traces.
-    super({ callbacks: fields.callbacks, tags: fields.tags, metadata: fields.metadata, verbose: fields.verbose });
-    this.source = new EncoderSource(fields);
-    this.k = checkPositiveInteger(fields.k ?? 4, 'k');
-    if (fields.filter !== undefined && typeof fields.filter !== 'function') throw new TypeError('filter must be a function (doc) => boolean');
-    this.filter = fields.filter;
-    this.batchSize = checkPositiveInteger(fields.batchSize ?? 64, 'batchSize');
-    this.state = { index: undefined, docs: new Map(), checked: true };
-  }
-
-  /** Builds a retriever and indexes `documents` (ids from `doc.id`, else generated). */
-  static async fromDocuments(documents: DocumentInterface[], options: BGEM3SparseRetrieverInput = {}): Promise<BGEM3SparseRetriever> {
-    const retriever = new BGEM3SparseRetriever(options);
-    await retriever.addDocuments(documents);
-    return retriever;
-  }
-
-  /**
-   * Builds a retriever from texts. `metadatas` is one object for all texts or one per text (as in
-   * `MemoryVectorStore.fromTexts`).
-   */
-  static async fromTexts(
-    texts: string[],
-    metadatas: Record<string, unknown> | Record<string, unknown>[] | undefined,
-    options: BGEM3SparseRetrieverInput = {},
-  ): Promise<BGEM3SparseRetriever> {
-    if (!Array.isArray(texts)) throw new TypeError('texts must be an array of strings');
-    if (Array.isArray(metadatas) && metadatas.length !== texts.length) {
-      throw new M3Error('INVALID_ARGUMENT', `metadatas has ${metadatas.length} entries for ${texts.length} texts`);
-    }
-    const docs = texts.map((text, i) => {
-      if (typeof text !== 'string') throw new TypeError(`texts[${i}] must be a string, got ${text === null ? 'null' : typeof text}`);
-      const metadata = Array.isArray(metadatas) ? metadatas[i] : metadatas;
-      return new Document({ pageContent: text, metadata: { ...(metadata ?? {}) } });
-    });
-    return BGEM3SparseRetriever.fromDocuments(docs, options);
-  }
-
-  /** Number of indexed documents. */
-  get size(): number {
-    return this.state.docs.size;
-  }
-
-  /** The indexed document with this id (a copy), or undefined. */
-  getDocument(id: string): DocumentInterface | undefined {
-    const d = this.state.docs.get(id);
-    return d ? copyDoc(d, {}) : undefined;
+    const f = checkOptions(fields, KEYS, 'BGEM3SparseRetriever');
+    super({ callbacks: f.callbacks, tags: f.tags, metadata: f.metadata, verbose: f.verbose });
+    this.k = positiveInt(f.k, 'k', 4);
+    this.includeScore = bool(f.includeScore, 'includeScore', true);
+    if (f.filter !== undefined && (f.filter === null || (typeof f.filter !== 'object' && typeof f.filter !== 'function'))) invalid('filter must be a where object or a function (metadata, id) => boolean');
+    this.filter = f.filter;
+    if (f.docs !== undefined && !Array.isArray(f.docs)) invalid('docs must be an array of Documents');
+    const { docs, k: _k, includeScore: _i, store, vectorStore, filter: _f, callbacks: _c, tags: _t, metadata: _m, verbose: _v, ...model } = f;
+    if (store !== undefined && vectorStore !== undefined) invalid('give store or vectorStore, not both');
+    if (vectorStore !== undefined && !(vectorStore instanceof BGEM3VectorStore)) invalid('vectorStore must be a BGEM3VectorStore');
+    if (vectorStore !== undefined && Object.keys(model).length > 0) invalid(`${Object.keys(model).join(', ')}: the model comes from the vector store`);
+    const vs: BGEM3VectorStore | undefined = vectorStore ?? (store !== undefined ? new BGEM3VectorStore(undefined, { ...model, store }) : undefined);
+    const embeddings = vs ? vs.embeddings : new BGEM3Embeddings(model);
+    attachSource(this, sourceOf<EncoderSource>(embeddings));
+    const ready = vs ? Promise.resolve(vs) : BGEM3VectorStore.open(embeddings, {});
+    this.vectorStoreReady = docs && docs.length > 0 ? ready.then(async (v) => (await v.addDocuments(docs), v)) : ready;
+    // A failed background index is reported by the next call, never as an unhandled rejection.
+    this.vectorStoreReady.catch(() => undefined);
   }
 
   /**
-   * Indexes documents and returns their ids, one per input document. Ids come from `options.ids`, else
-   * `doc.id`, else a random UUID. An id already indexed (or repeated in this call: the last one
-   * wins) is replaced. Metadata should be JSON-serialisable if you {@link save}.
+   * A retriever over `documents` (BM25Retriever's factory shape: synchronous, indexing runs in
+   * the background and the first query waits for it; `await` works too).
    */
-  async addDocuments(documents: DocumentInterface[], options: BGEM3AddDocumentsOptions = {}): Promise<string[]> {
-    const { docs: prepared, ids } = prepareDocuments(documents, options.ids);
-    if (prepared.length === 0) return [];
-    const encoded: EncodedDoc[] = [];
-    for (let start = 0; start < prepared.length; start += this.batchSize) {
-      const part = prepared.slice(start, start + this.batchSize);
-      const results = await this.source.encode(
-        part.map((d) => d.pageContent),
-        { dense: false, sparse: true },
-      );
-      part.forEach((doc, i) => encoded.push({ doc, sparse: results[i].sparse as SparseVector }));
-    }
-    await this._addEncoded(encoded);
-    return ids;
+  static fromDocuments(documents: DocumentInterface[], options: Omit<BGEM3SparseRetrieverInput, 'docs'> = {}): BGEM3SparseRetriever {
+    return new BGEM3SparseRetriever({ ...options, docs: documents });
+  }
+
+  /** The vector store searched (once its documents are indexed). */
+  get vectorStore(): Promise<BGEM3VectorStore> {
+    return this.vectorStoreReady;
+  }
+
+  /** Adds documents (see {@link BGEM3VectorStore.addDocuments}); returns their ids. */
+  async addDocuments(documents: DocumentInterface[], options?: BGEM3AddDocumentsOptions): Promise<string[]> {
+    return (await this.vectorStoreReady).addDocuments(documents, options);
+  }
+
+  /** Removes documents by id. */
+  async delete(params: { ids: string[] }): Promise<void> {
+    await (await this.vectorStoreReady).delete(params);
   }
 
   /**
-   * Removes documents by id (unknown ids are ignored). Accepts `{ ids }` like a vector store, or
-   * the ids directly.
+   * The single-file format of @bgem3/langchain 0.1 (`save`) is gone: persistence is the
+   * store's. This reports how to rebuild.
    */
-  async delete(params: { ids: string[] } | string[] | string): Promise<void> {
-    const ids = typeof params === 'string' ? [params] : Array.isArray(params) ? params : params?.ids;
-    if (!Array.isArray(ids)) throw new TypeError('delete expects { ids: string[] } or an array of ids');
-    ids.forEach((id, i) => {
-      if (typeof id !== 'string') throw new TypeError(`ids[${i}] must be a string, got ${typeof id}`);
-    });
-    this.state.index?.delete(ids);
-    for (const id of ids) this.state.docs.delete(id);
-  }
-
-  /**
-   * Saves the index and the documents to one file, atomically (core's `writeFileAtomic`: a crash
-   * mid-save leaves the previous file intact). Reload with {@link BGEM3SparseRetriever.load}.
-   *
-   * Format: `BGM3LCSP`, u32 version, u32 header length, a UTF-8 JSON header
-   * `{modelId, k, maxLength, documents: [{id, pageContent, metadata}]}`, then core's SparseIndex
-   * bytes (CRC-checked).
-   */
-  async save(path: string): Promise<void> {
-    const index = await this.ensureIndex();
-    const bytes = index.toBytes(); // synchronous: a consistent snapshot with `docs`
-    const header = utf8.encode(
-      JSON.stringify({
-        format: 'bgem3-langchain-sparse',
-        modelId: index.modelId,
-        k: this.k,
-        maxLength: this.source.maxLength ?? null,
-        documents: [...this.state.docs.values()].map((d) => ({ id: d.id, pageContent: d.pageContent, metadata: d.metadata })),
-      }),
-    );
-    const head = new Uint8Array(16);
-    head.set(utf8.encode(MAGIC), 0);
-    const view = new DataView(head.buffer);
-    view.setUint32(8, FORMAT_VERSION, true);
-    view.setUint32(12, header.byteLength, true);
-    await writeFileAtomic(path, [head, header, bytes]);
-  }
-
-  /**
-   * Loads a retriever saved by {@link save}. `options` are the constructor's (model, k, …);
-   * unset `k` and `maxLength` come from the file. The model must be the one the index was built
-   * with (checked when it loads; a mismatch throws M3Error INDEX_MISMATCH).
-   */
-  static async load(path: string, options: BGEM3SparseRetrieverInput = {}): Promise<BGEM3SparseRetriever> {
-    const bytes = await readFile(path);
-    const bad = (why: string): never => {
-      throw new M3Error('INDEX_INVALID', `${path} is not a saved BGEM3SparseRetriever: ${why}`, { file: path });
-    };
-    if (bytes.byteLength < 16 || bytes.subarray(0, 8).toString('latin1') !== MAGIC) bad('wrong magic');
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const version = view.getUint32(8, true);
-    if (version !== FORMAT_VERSION) bad(`format version ${version} (this package reads ${FORMAT_VERSION})`);
-    const headerLength = view.getUint32(12, true);
-    if (16 + headerLength > bytes.byteLength) bad('truncated header');
-    let header: { modelId?: unknown; k?: unknown; maxLength?: unknown; documents?: unknown };
+  static async load(path: string): Promise<never> {
+    let head = '';
     try {
-      header = JSON.parse(bytes.subarray(16, 16 + headerLength).toString('utf8'));
-    } catch {
-      return bad('damaged header');
+      head = (await readFile(path)).subarray(0, 8).toString('latin1');
+    } catch (cause) {
+      throw new M3Error('INDEX_INVALID', `${path}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`, { file: path, cause });
     }
-    const index = SparseIndex.fromBytes(bytes.subarray(16 + headerLength), {}, path);
-    if (!Array.isArray(header.documents)) bad('no documents');
-    const docs = new Map<string, DocumentInterface & { id: string }>();
-    for (const d of header.documents as { id?: unknown; pageContent?: unknown; metadata?: unknown }[]) {
-      if (typeof d?.id !== 'string' || typeof d.pageContent !== 'string' || typeof d.metadata !== 'object' || d.metadata === null) bad('a malformed document');
-      docs.set(d.id as string, new Document({ id: d.id as string, pageContent: d.pageContent as string, metadata: d.metadata as Record<string, unknown> }) as DocumentInterface & { id: string });
-    }
-    if (docs.size !== index.size || [...index.ids()].some((id) => !docs.has(id))) bad('documents and index disagree');
-    const savedK = typeof header.k === 'number' ? header.k : undefined;
-    const savedMaxLength = typeof header.maxLength === 'number' ? header.maxLength : undefined;
-    const retriever = new BGEM3SparseRetriever({
-      ...options,
-      k: options.k ?? savedK,
-      maxLength: options.maxLength ?? savedMaxLength,
-    });
-    retriever.state = { index, docs, checked: false };
-    return retriever;
+    const how =
+      'persistence is now the store\'s: rebuild once with `const store = await M3Index.create({ encoder })` (or a PgM3Store), ' +
+      '`await BGEM3VectorStore.fromDocuments(docs, undefined, { store })`, save or open the store as it documents, and use `new BGEM3SparseRetriever({ store })`';
+    if (head === LEGACY_MAGIC) throw new M3Error('INDEX_INVALID', `${path} is a BGEM3SparseRetriever file of @bgem3/langchain 0.1, which this version no longer reads: ${how}`, { file: path });
+    throw new M3Error('INDEX_INVALID', `${path} is not a saved retriever: ${how}`, { file: path });
   }
 
   override async _getRelevantDocuments(query: string, _runManager?: CallbackManagerForRetrieverRun): Promise<DocumentInterface[]> {
-    checkQuery(query);
-    const k = checkPositiveInteger(this.k, 'k');
-    if (this.state.docs.size === 0 || query.trim().length === 0) return [];
-    const index = await this.ensureIndex();
-    const [q] = await this.source.encode([query], { dense: false, sparse: true });
-    const filter = this.filter;
-    const docs = this.state.docs;
-    const hits = index.search(q.sparse as SparseVector, k, filter ? { filter: (id) => filter(copyDoc(docs.get(id)!, {})) } : {});
-    return hits.map((h) => copyDoc(docs.get(h.id)!, { sparseScore: h.score }));
+    queryString(query);
+    const k = positiveInt(this.k, 'k', 4);
+    const vs = await this.vectorStoreReady;
+    if (query.trim().length === 0) return [];
+    const hits = await vs.store.searchSparse(query, { k, ...filterOptions(this.filter) });
+    return hits.map((h) => hitToDocument(vs.store, h, this.includeScore ? scoreMetadata(h.score, { sparse: h.score }) : undefined));
   }
-
-  /**
-   * @internal Indexes documents whose sparse vectors were already computed (the ensemble's
-   * one-pass build). Documents must carry their final ids.
-   */
-  async _addEncoded(encoded: readonly EncodedDoc[]): Promise<void> {
-    const index = await this.ensureIndex();
-    index.upsertMany(encoded.map((e) => ({ id: e.doc.id, vector: e.sparse })));
-    for (const e of encoded) this.state.docs.set(e.doc.id, e.doc);
-  }
-
-  /** @internal A view of this retriever returning `k` documents, sharing index, documents and encoder. */
-  _withK(k: number): BGEM3SparseRetriever {
-    const r = new BGEM3SparseRetriever({
-      k,
-      filter: this.filter,
-      batchSize: this.batchSize,
-      callbacks: this.callbacks,
-      tags: this.tags,
-      metadata: this.metadata,
-      verbose: this.verbose,
-    });
-    r.source = this.source;
-    r.state = this.state;
-    return r;
-  }
-
-  /** @internal The encoder source (shared with the ensemble built over this retriever). */
-  _encoderSource(): EncoderSource {
-    return this.source;
-  }
-
-  /** The index, created on first use for the encoder's vocabulary; a loaded index is checked against the encoder. */
-  private async ensureIndex(): Promise<SparseIndex> {
-    const enc: TextEncoder3 = await this.source.get();
-    const state = this.state;
-    if (!state.index) {
-      state.index = new SparseIndex({ vocabSize: enc.vocabSize, modelId: enc.modelId });
-    } else if (!state.checked) {
-      const idx = state.index;
-      if (idx.vocabSize !== enc.vocabSize || idx.modelId !== enc.modelId) {
-        throw new M3Error(
-          'INDEX_MISMATCH',
-          `this sparse index was built with model ${JSON.stringify(idx.modelId)} (vocabulary ${idx.vocabSize}), ` +
-            `but the encoder is ${JSON.stringify(enc.modelId)} (vocabulary ${enc.vocabSize}); load it with the same model`,
-        );
-      }
-      state.checked = true;
-    }
-    return state.index;
-  }
-}
-
-/** Validates documents and assigns final ids; a repeated id keeps its last document. */
-export function prepareDocuments(documents: unknown, ids: unknown): { docs: (DocumentInterface & { id: string })[]; ids: string[] } {
-  if (!Array.isArray(documents)) throw new TypeError('documents must be an array of Documents');
-  if (ids !== undefined && (!Array.isArray(ids) || ids.length !== documents.length)) {
-    throw new M3Error('INVALID_ARGUMENT', `ids must be an array with one id per document (${documents.length}), got ${Array.isArray(ids) ? ids.length : typeof ids}`);
-  }
-  const byId = new Map<string, DocumentInterface & { id: string }>();
-  const out: string[] = [];
-  documents.forEach((doc: DocumentInterface, i) => {
-    if (doc === null || typeof doc !== 'object') throw new TypeError(`documents[${i}] must be a Document`);
-    if (typeof doc.pageContent !== 'string') throw new TypeError(`documents[${i}].pageContent must be a string, got ${typeof doc.pageContent}`);
-    const given = (ids as unknown[] | undefined)?.[i] ?? doc.id;
-    if (given !== undefined && given !== null && given !== '' && typeof given !== 'string') throw new TypeError(`the id of documents[${i}] must be a string, got ${typeof given}`);
-    const id = typeof given === 'string' && given.length > 0 ? given : randomUUID();
-    out.push(id);
-    byId.delete(id); // keep the last occurrence at its own position
-    byId.set(id, new Document({ pageContent: doc.pageContent, metadata: { ...(doc.metadata ?? {}) }, id }) as DocumentInterface & { id: string });
-  });
-  return { docs: [...byId.values()], ids: out };
-}
-
-/** A copy of a stored document with extra metadata (the stored one is never handed out). */
-export function copyDoc(doc: DocumentInterface, extra: Record<string, unknown>): DocumentInterface {
-  return new Document({ pageContent: doc.pageContent, metadata: { ...doc.metadata, ...extra }, id: doc.id });
 }

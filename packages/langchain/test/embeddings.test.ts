@@ -134,8 +134,11 @@ describe('BGEM3Embeddings', () => {
   test('invalid options are clear errors', () => {
     assert.throws(() => new BGEM3Embeddings({ encoder, batchSize: 0 }), (e: Error) => e instanceof M3Error && /batchSize/.test(e.message));
     assert.throws(() => new BGEM3Embeddings({ encoder, batchSize: 2.5 }), /batchSize/);
-    assert.throws(() => new BGEM3Embeddings({ model: '' }), TypeError);
-    assert.throws(() => new BGEM3Embeddings({ encoder: {} as TextEncoder3 }), TypeError);
+    assert.throws(() => new BGEM3Embeddings({ model: '' }), { code: 'INVALID_ARGUMENT' });
+    assert.throws(() => new BGEM3Embeddings({ encoder: {} as TextEncoder3 }), { code: 'INVALID_ARGUMENT' });
+    assert.throws(() => new BGEM3Embeddings({ encoder, modle: 'x' } as never), /unknown option "modle"/);
+    assert.throws(() => new BGEM3Embeddings({ encoder, dtype: 'q8' }), /dtype has no effect with encoder/);
+    assert.throws(() => new BGEM3Embeddings({ model: FIXTURE, encoder }), /not model and encoder/);
   });
 
   test('the model loads lazily behind one promise, and a failed load is retried', async () => {

@@ -30,3 +30,28 @@ export function corpusDocs(): Document[] {
 export function close(a: number, b: number, tol = 1e-6): boolean {
   return Math.abs(a - b) <= tol * Math.max(1, Math.abs(a), Math.abs(b));
 }
+
+/** Wraps an encoder and counts the texts of every encode call (what a query costs). */
+export class CountingEncoder {
+  texts: string[] = [];
+  calls = 0;
+  constructor(readonly inner: import('@bgem3/core').TextEncoder3) {}
+  get modelId(): string {
+    return this.inner.modelId;
+  }
+  get dim(): number {
+    return this.inner.dim;
+  }
+  get vocabSize(): number {
+    return this.inner.vocabSize;
+  }
+  encode(texts: readonly string[], options?: import('@bgem3/core').EncodeOptions): Promise<import('@bgem3/core').EncodeResult[]> {
+    this.calls++;
+    this.texts.push(...texts);
+    return this.inner.encode(texts, options);
+  }
+  reset(): void {
+    this.texts = [];
+    this.calls = 0;
+  }
+}
