@@ -195,20 +195,18 @@ describe('the packed packages, installed with plain npm outside the repository',
     const esbuild = createRequire(createRequire(join(ROOT, 'package.json')).resolve('tsup')) ('esbuild') as typeof import('esbuild');
     // Native addons stay in node_modules; everything else of core may be bundled.
     const native = ['onnxruntime-node', 'tokenizers'];
-    const bundle = (outfile: string, format: 'esm' | 'cjs', external: string[]) =>
-      esbuild.build({
-        absWorkingDir: app,
-        entryPoints: ['bundle-app.mjs'],
-        outfile,
-        bundle: true,
-        platform: 'node',
-        target: 'node20',
-        format,
-        external,
-        logLevel: 'silent',
-        // CommonJS dependencies bundled into ESM call require(): give them one.
-        banner: format === 'esm' ? { js: "import { createRequire as __bgem3CreateRequire } from 'node:module'; const require = __bgem3CreateRequire(import.meta.url);" } : undefined,
-      });
+    const options = (format: 'esm' | 'cjs', external: string[]) => ({
+      absWorkingDir: app,
+      bundle: true,
+      platform: 'node' as const,
+      target: 'node20',
+      format,
+      external,
+      logLevel: 'silent' as const,
+      // CommonJS dependencies bundled into ESM call require(): give them one (the README's banner).
+      banner: format === 'esm' ? { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" } : undefined,
+    });
+    const bundle = (outfile: string, format: 'esm' | 'cjs', external: string[]) => esbuild.build({ ...options(format, external), entryPoints: ['bundle-app.mjs'], outfile });
     const worker = () => join(app, 'node_modules/@bgem3/core/dist/inference/encoder-worker.js');
 
     test('@bgem3/core marked external: the bundle runs, the worker comes from node_modules', async () => {
@@ -217,12 +215,18 @@ describe('the packed packages, installed with plain npm outside the repository',
       assertGoldenDense(output(await node(app, ['out-external/app.mjs', FIXTURE])).dense, 'external');
     });
 
-    test('core bundled in (ESM and CommonJS), the worker copied next to the bundle', async () => {
+    test('core bundled in, its worker next to the bundle: bundled from the package (ESM) or copied (CommonJS)', async () => {
       for (const [dir, format, file] of [['out-inline-esm', 'esm', 'app.mjs'], ['out-inline-cjs', 'cjs', 'app.cjs']] as const) {
         await bundle(`${dir}/${file}`, format, native);
         assert.match(readFileSync(join(app, dir, file), 'utf8'), /encoder worker script not found/, 'core is inside the bundle');
-        cpSync(worker(), join(app, dir, 'encoder-worker.js'));
-        assertGoldenDense(output(await node(app, [`${dir}/${file}`, FIXTURE])).dense, `${format} bundle with the worker copied`);
+        if (format === 'esm') {
+          // The README's second entry point: the worker bundled too (only the native addon stays outside).
+          await esbuild.build({ ...options('esm', ['onnxruntime-node']), entryPoints: [worker()], outfile: join(dir, 'encoder-worker.js') });
+          assert.doesNotMatch(readFileSync(join(app, dir, 'encoder-worker.js'), 'utf8'), /from ["']onnx-proto["']/, 'onnx-proto is inside the worker bundle');
+        } else {
+          cpSync(worker(), join(app, dir, 'encoder-worker.js'));
+        }
+        assertGoldenDense(output(await node(app, [`${dir}/${file}`, FIXTURE])).dense, `${format} bundle with the worker next to it`);
       }
     });
 
