@@ -17,6 +17,7 @@
  *   --model <dir>            model directory (default the tiny fixture test/fixtures/tiny-m3-A)
  *   --json <file>            write every sample and the summary as JSON
  *   --progress               print each sample as it is taken (long runs)
+ *   --aborting <count>       extra callers that abort (default 0; see below)
  *   --simulate-leak-kb <KB>  keep KB of garbage per encode (tests that the bound trips; default 0)
  *
  * Texts: the 24 short multilingual golden texts of the fixture (≤ 200 characters), repeated 1–20
@@ -24,6 +25,12 @@
  * no shared in-flight passes) and result sizes vary as in real ingestion. All three outputs are
  * requested. Every sample also re-encodes a fixed probe text and checks it is bit-identical to
  * its first encoding, so the soak also checks that results stay correct under sustained load.
+ *
+ * Aborting callers (`--aborting`): each repeatedly encodes the next three texts the regular callers
+ * are about to ask for, plus one of its own, with an AbortSignal, and aborts after 0–4 ms (or at
+ * once). With the cache on, regular callers then share those in-flight passes: an abort must leave
+ * them exact, and must itself reject with ABORTED (or resolve, when it came too late); anything
+ * else is a failed call. They run until the regular callers are done, and do not count in `--n`.
  *
  * "Growth of the last half" = RSS at the end minus RSS at the first sample of the second half
  * (memory is sampled after a forced GC). The first half absorbs warm-up: onnxruntime's arena
@@ -66,6 +73,7 @@ function parse() {
       json: { type: 'string' },
       progress: { type: 'boolean' },
       'simulate-leak-kb': { type: 'string' },
+      aborting: { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -82,6 +90,7 @@ const every = intOption(v.every, 'every', Math.max(50, Math.round(n / 40)), 1);
 const concurrency = intOption(v.concurrency, 'concurrency', 4, 1);
 const workers = intOption(v.workers, 'workers', 1, 0);
 const leakKb = intOption(v['simulate-leak-kb'], 'simulate-leak-kb', 0, 0);
+const aborting = intOption(v.aborting, 'aborting', 0, 0);
 const maxGrowthMb = v['max-growth-mb'] === undefined ? 32 : Number(v['max-growth-mb']);
 if (!Number.isFinite(maxGrowthMb) || maxGrowthMb < 0) usage(`--max-growth-mb must be a number ≥ 0, got ${JSON.stringify(v['max-growth-mb'])}`);
 let cache: false | { maxBytes: number } = false;
@@ -178,7 +187,35 @@ async function caller(): Promise<void> {
     if (done % every === 0 || done === n) sampling = sampling.then(takeSample);
   }
 }
+let aborted = 0;
+let abortLate = 0;
+let regularDone = false;
+async function abortingCaller(id: number): Promise<void> {
+  for (let k = 0; !regularDone; k++) {
+    const ac = new AbortController();
+    const from = next;
+    const texts = [textOf(from), textOf(from + 1), textOf(from + 2), `aborting caller ${id} call ${k} ${base[k % base.length]}`];
+    const p = encoder.encode(texts, { ...all, signal: ac.signal });
+    const when = (id + k) % 6;
+    if (when === 5) ac.abort(new Error('gone'));
+    else setTimeout(() => ac.abort(new Error('gone')), when);
+    try {
+      await p;
+      abortLate++;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ABORTED') aborted++;
+      else {
+        failures++;
+        if (failures <= 3) process.stderr.write(`soak: aborting call failed with something else than ABORTED: ${(e as Error).message}\n`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const abortingCallers = Array.from({ length: aborting }, (_, id) => abortingCaller(id));
 await Promise.all(Array.from({ length: concurrency }, caller));
+regularDone = true;
+await Promise.all(abortingCallers);
 await sampling;
 const seconds = (performance.now() - start) / 1000;
 await encoder.close();
@@ -193,6 +230,7 @@ const summary = {
   concurrency,
   workers,
   cache: cache ? `${cache.maxBytes / MB} MB` : 'off',
+  aborting: { callers: aborting, aborted, finishedBeforeTheAbort: abortLate },
   model,
   node: process.version,
   loadSeconds: round(loadSeconds),
@@ -221,6 +259,7 @@ console.log(
 console.log(`soak: RSS start ${fmt(samples[0].rssMb)}, min ${fmt(Math.min(...rss))}, max ${fmt(Math.max(...rss))}, final ${fmt(final.rssMb)} (${samples.length} samples, every ${every} encodes)`);
 console.log(`soak: heap used start ${fmt(samples[0].heapUsedMb)}, final ${fmt(final.heapUsedMb)}`);
 console.log(`soak: RSS growth over the last half (encodes ${samples[half].encodes}–${n}): ${growth >= 0 ? '+' : ''}${growth.toFixed(1)} MB (bound ${maxGrowthMb} MB)`);
+if (aborting) console.log(`soak: ${aborting} aborting callers: ${aborted} calls aborted, ${abortLate} finished before their abort`);
 if (wrong || failures) console.log(`soak: ${wrong} wrong results, ${failures} failed calls`);
 if (v.json) writeFileSync(v.json, `${JSON.stringify({ summary, samples }, null, 2)}\n`);
 if (!summary.ok) {

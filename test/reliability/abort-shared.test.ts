@@ -9,11 +9,13 @@
  * rejection ends it with a non-zero status, exactly as it would end a server.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { M3Encoder, M3Error, type EncodeResult } from '@bgem3/core';
-import { FIXTURE } from './helpers.ts';
+import { FIXTURE, ROOT, tempDir } from './helpers.ts';
 
 const all = { dense: true, sparse: true, colbert: true } as const;
 const TRIALS = 10;
@@ -113,5 +115,26 @@ if (process.env.BGEM3_ABORT_CHILD !== undefined) {
         assert.ok(out.cancelled.passes <= 1, `${out.cancelled.passes} batches ran after every caller aborted`);
       });
     }
+  });
+
+  describe('scripts/soak.ts with the cache on and aborting callers in the mix', () => {
+    test('400 encodes, 2 aborting callers sharing the regular callers\' texts: within the RSS bound, every result correct, every aborted call ABORTED', async (t) => {
+      const json = join(tempDir('bgem3-rel-soak-abort-'), 'soak.json');
+      const r = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          process.execPath,
+          ['--import', 'tsx', join(ROOT, 'scripts/soak.ts'), '--n', '400', '--every', '40', '--cache', '16', '--aborting', '2', '--json', json],
+          { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 << 20 },
+          (err, stdout, stderr) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      const { summary } = JSON.parse(readFileSync(json, 'utf8'));
+      assert.equal(summary.ok, true);
+      assert.equal(summary.wrongResults, 0);
+      assert.equal(summary.failedCalls, 0);
+      assert.ok(summary.aborting.aborted > 10, `${summary.aborting.aborted} calls aborted`);
+      t.diagnostic(r.stdout.trim().split('\n').join(' | '));
+    });
   });
 }
