@@ -61,6 +61,31 @@ describe('agreement with the embedded M3Index', () => {
     }
   });
 
+  it('rerankDepth: only the best R by dense + sparse get ColBERT; their M3 All scores are exact; R ≥ candidates equals M3Index', async () => {
+    let agree = 0;
+    let total = 0;
+    for (const q of QUERIES) {
+      const all = await index.search(q, { k: 24, fetchK: 100 });
+      assertSameResults(await store.search(q, { k: 5, fetchK: 100, rerankDepth: 24 }), all.slice(0, 5), 1e-5, `${q} R 24`);
+      for (const depth of [5, 8, 12]) {
+        const got = await store.search(q, { k: 5, fetchK: 100, rerankDepth: depth });
+        // Exact for those returned: the same scores as M3Index.rescore of the same ids.
+        const exact = await index.rescore(q, got.map((h) => h.id));
+        assertSameResults(got, exact, 1e-5, `${q} R ${depth}`);
+        // The R reranked are the R best by w_d·dense + w_s·sparse.
+        const byPartial = [...all].sort((a, b) => 0.4 * b.scores.dense + 0.2 * b.scores.sparse - (0.4 * a.scores.dense + 0.2 * a.scores.sparse));
+        const allowed = new Set(byPartial.slice(0, depth).map((h) => h.id));
+        assert.ok(got.every((h) => allowed.has(h.id)), `${q} R ${depth}: only the top ${depth} by dense + sparse`);
+        const want = new Set(all.slice(0, 5).map((h) => h.id));
+        agree += got.filter((h) => want.has(h.id)).length;
+        total += 5;
+      }
+    }
+    // The fixture's weights are random (ColBERT is barely related to dense/sparse): a floor, not a target.
+    assert.ok(agree / total >= 0.5, `top-5 agreement with full rescoring ${agree}/${total}`);
+    await assert.rejects(store.search(QUERIES[0], { rerankDepth: 0 }), /rerankDepth/);
+  });
+
   it('search with a precomputed EncodeResult query equals the string query', async () => {
     const [q] = await encoder.encode([QUERIES[1]], { dense: true, sparse: true, colbert: true });
     assert.deepEqual(await store.search(q, { k: 5 }), await store.search(QUERIES[1], { k: 5 }));
