@@ -1163,9 +1163,12 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
 // Loads what search needs of a database (inside the caller's read, or alone).
 function loadMirror(db: Db, file: string, meta: IndexMeta, threads: { intraOpNumThreads?: number }): Mirror {
   const m = emptyMirror(meta, threads);
-  m.dense.reserve(meta.count);
   const crc = new RowCrc(meta.uuid);
   const read = () => {
+    // The recorded count is checked against the rows really there before it sizes anything.
+    const rows = (db.prepare('SELECT count(*) AS n FROM docs').get() as { n: number }).n;
+    if (rows !== meta.count) throw new M3Error('INDEX_INVALID', `${file}: ${rows} documents, the index records ${meta.count}`, { file });
+    m.dense.reserve(rows);
     const n = readDocRows(db, file, meta, crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs ORDER BY rid', []);
     if (n !== meta.count) throw new M3Error('INDEX_INVALID', `${file}: ${n} documents, the index records ${meta.count}`, { file });
     const texts = (db.prepare('SELECT count(*) AS n FROM docs JOIN texts USING (rid)').get() as { n: number }).n;

@@ -151,6 +151,69 @@ function grow<T extends Int32Array | Uint32Array | Float32Array | Uint8Array>(a:
   return b;
 }
 
+// Token ids below this are looked up in a flat table (at most 16 MiB, grown to the largest id
+// seen); larger ones, which only a vocabulary beyond 4M ids can produce, in a Map.
+const TABLE_MAX = 1 << 22;
+
+/**
+ * Token id ↔ term number: the index's postings are numbered by the terms that occur, never by
+ * the vocabulary size, so a 2^30-id vocabulary costs nothing until its ids are used. Term numbers
+ * of the main CSR ascend with their token ids (rebuilds renumber).
+ */
+class TermDictionary {
+  private table = new Int32Array(0); // token → term + 1 (0: none)
+  private readonly big = new Map<number, number>();
+  tokens = new Uint32Array(16); // term → token
+  count = 0;
+
+  /** The term number of `token`, or -1. */
+  get(token: number): number {
+    if (token < this.table.length) return this.table[token] - 1;
+    if (token < TABLE_MAX) return -1;
+    return this.big.get(token) ?? -1;
+  }
+
+  private set(token: number, term: number): void {
+    if (token < TABLE_MAX) {
+      if (token >= this.table.length) {
+        const bigger = new Int32Array(Math.min(TABLE_MAX, Math.max(token + 1, 1024, Math.ceil(this.table.length * 1.5))));
+        bigger.set(this.table);
+        this.table = bigger;
+      }
+      this.table[token] = term + 1;
+    } else this.big.set(token, term);
+  }
+
+  /** The term number of `token`, added if new. */
+  intern(token: number): number {
+    const t = this.get(token);
+    if (t >= 0) return t;
+    const term = this.count++;
+    this.tokens = grow(this.tokens, this.count);
+    this.tokens[term] = token;
+    this.set(token, term);
+    return term;
+  }
+
+  /** Renumbers: new term i is old term order[i]. */
+  renumber(order: Int32Array): void {
+    const old = this.tokens;
+    this.tokens = new Uint32Array(Math.max(16, order.length));
+    for (let i = 0; i < order.length; i++) {
+      const token = old[order[i]];
+      this.tokens[i] = token;
+      this.set(token, i);
+    }
+  }
+
+  clear(): void {
+    this.table = new Int32Array(0);
+    this.big.clear();
+    this.tokens = new Uint32Array(16);
+    this.count = 0;
+  }
+}
+
 /**
  * Inverted index over M3 lexical weights, keyed by string document ids, with exact top-k search
  * by the lexical matching score.
@@ -167,9 +230,10 @@ export class SparseIndex {
   /** Id of the model whose weights are indexed ('' when unknown). */
   readonly modelId: string;
 
-  // Main CSR over slots [0, mainSlots): term t's postings are mDocs/mW[mOff[t] .. mOff[t+1]).
-  // Sized by the largest token id indexed so far (termSpace), never by vocabSize: a vocabulary
-  // of 2^30 ids costs nothing until such ids occur.
+  // Term numbers of the token ids that occur (see TermDictionary).
+  private readonly terms = new TermDictionary();
+  // Main CSR over slots [0, mainSlots): term t's postings are mDocs/mW[mOff[t] .. mOff[t+1]),
+  // t a term number (ascending with token ids).
   private mOff: Int32Array;
   private mDocs = new Int32Array(0);
   private mW = new Float32Array(0);
@@ -179,7 +243,7 @@ export class SparseIndex {
   private mainDead = 0; // dead postings inside the main CSR
 
   // Delta, doc-major, slots [mainSlots, slotCount): document i's postings are
-  // dTerms/dW[dStart[i] .. dStart[i+1]), term ids ascending.
+  // dTerms/dW[dStart[i] .. dStart[i+1]), term numbers in ascending token-id order.
   private dTerms = new Uint32Array(1024);
   private dW = new Float32Array(1024);
   private dStart = new Int32Array(16);
@@ -196,8 +260,6 @@ export class SparseIndex {
   // Scratch: query position + 1 per token id (0 = not in the query), cleared after each use.
   private qpos: Int32Array | undefined;
   private saving = 0;
-  // 1 + the largest token id in the delta (terms of the main CSR are below mOff.length - 1).
-  private deltaTermSpace = 0;
 
   constructor(options: SparseIndexOptions = {}) {
     const vocabSize = options.vocabSize ?? M3_VOCAB_SIZE;
@@ -212,7 +274,7 @@ export class SparseIndex {
     this.mMax = new Float32Array(0);
   }
 
-  // Number of token ids the main CSR covers.
+  // Number of terms the main CSR covers.
   private get mainTermSpace(): number {
     return this.mOff.length - 1;
   }
@@ -286,7 +348,7 @@ export class SparseIndex {
     this.mDocs = new Int32Array(0);
     this.mW = new Float32Array(0);
     this.mMax = new Float32Array(0);
-    this.deltaTermSpace = 0;
+    this.terms.clear();
     this.qpos = undefined;
     this.mainSlots = 0;
     this.mainDead = 0;
@@ -331,12 +393,11 @@ export class SparseIndex {
     for (let i = 0; i < indices.length; i++) {
       const w = Math.fround(values[i]);
       if (!(w > 0)) continue;
-      terms[p] = indices[i];
+      terms[p] = this.terms.intern(indices[i]);
       ws[p] = w;
       p++;
     }
     const nnz = p - this.dLen;
-    if (nnz > 0 && terms[p - 1] + 1 > this.deltaTermSpace) this.deltaTermSpace = terms[p - 1] + 1;
     this.dLen = p;
     this.dStart[di + 1] = p;
     this.slotIds[slot] = id;
@@ -370,7 +431,18 @@ export class SparseIndex {
 
   private rebuild(): void {
     const V0 = this.mainTermSpace;
-    const V = Math.max(V0, this.deltaTermSpace);
+    const V = this.terms.count;
+    // New terms (≥ V0) were numbered as they came: renumber so numbers ascend with token ids.
+    // newOf[old] = new number; order[new] = old number.
+    let order: Int32Array | undefined;
+    let newOf: Int32Array | undefined;
+    if (V > V0) {
+      const toks = this.terms.tokens;
+      order = Int32Array.from({ length: V }, (_, i) => i).sort((a, b) => toks[a] - toks[b]);
+      newOf = new Int32Array(V);
+      for (let i = 0; i < V; i++) newOf[order[i]] = i;
+    }
+    const nw = (t: number) => (newOf === undefined ? t : newOf[t]);
     const alive = this.slotAlive;
     const remap = new Int32Array(this.slotCount);
     const ids: (string | undefined)[] = [];
@@ -391,17 +463,17 @@ export class SparseIndex {
     // Pass 1: postings per term.
     const off = new Int32Array(V + 1);
     if (this.mainDead === 0) {
-      for (let t = 0; t < V0; t++) off[t + 1] = oOff[t + 1] - oOff[t];
+      for (let t = 0; t < V0; t++) off[nw(t) + 1] = oOff[t + 1] - oOff[t];
     } else {
       for (let t = 0; t < V0; t++) {
         let c = 0;
         for (let p = oOff[t], e = oOff[t + 1]; p < e; p++) if (alive[oDocs[p]]) c++;
-        off[t + 1] = c;
+        off[nw(t) + 1] = c;
       }
     }
     for (let i = 0; i < nDelta; i++) {
       if (!alive[this.mainSlots + i]) continue;
-      for (let p = dS[i], e = dS[i + 1]; p < e; p++) off[dT[p] + 1]++;
+      for (let p = dS[i], e = dS[i + 1]; p < e; p++) off[nw(dT[p]) + 1]++;
     }
     for (let t = 0; t < V; t++) {
       const next = off[t + 1] + off[t];
@@ -416,7 +488,8 @@ export class SparseIndex {
     const max = new Float32Array(V);
     const pos = off.slice(0, V);
     for (let t = 0; t < V0; t++) {
-      let q = pos[t];
+      const tn = nw(t);
+      let q = pos[tn];
       let m = 0;
       for (let p = oOff[t], e = oOff[t + 1]; p < e; p++) {
         const ns = remap[oDocs[p]];
@@ -427,14 +500,14 @@ export class SparseIndex {
         q++;
         if (x > m) m = x;
       }
-      pos[t] = q;
-      max[t] = m;
+      pos[tn] = q;
+      max[tn] = m;
     }
     for (let i = 0; i < nDelta; i++) {
       const ns = remap[this.mainSlots + i];
       if (ns < 0) continue;
       for (let p = dS[i], e = dS[i + 1]; p < e; p++) {
-        const t = dT[p];
+        const t = nw(dT[p]);
         const x = dW[p];
         const q = pos[t]++;
         docs[q] = ns;
@@ -456,7 +529,7 @@ export class SparseIndex {
     this.dW = new Float32Array(1024);
     this.dStart = new Int32Array(16);
     this.dLen = 0;
-    this.deltaTermSpace = 0;
+    if (order !== undefined) this.terms.renumber(order);
     this.slotIds = ids;
     this.slotNnz = nnz;
     this.slotAlive = aliveNew;
@@ -482,7 +555,7 @@ export class SparseIndex {
     for (let t = 0; t < this.mainTermSpace; t++) {
       for (let p = off[t], e = off[t + 1]; p < e; p++) {
         const q = fill[this.mDocs[p]]++;
-        terms[q] = t;
+        terms[q] = this.terms.tokens[t];
         ws[q] = this.mW[p];
       }
     }
@@ -514,13 +587,9 @@ export class SparseIndex {
   // Brute force over the append buffer: one table lookup per delta posting. Document terms are
   // ascending, so shared terms are met in ascending order: the same sum as a merge.
   private searchDelta(query: SparseVector, heap: TopK, filter: ((id: string) => boolean) | undefined): void {
-    // Delta terms are below deltaTermSpace: query terms at or above it match nothing there.
-    if (this.qpos === undefined || this.qpos.length < this.deltaTermSpace) this.qpos = new Int32Array(Math.max(this.deltaTermSpace, 1024));
-    const qpos = this.qpos;
+    const qpos = this.queryPositions(query);
     const qi = query.indices;
     const qv = query.values;
-    const space = qpos.length;
-    for (let p = 0; p < qi.length; p++) if (qv[p] > 0 && qi[p] < space) qpos[qi[p]] = p + 1;
     const dT = this.dTerms;
     const dW = this.dW;
     const dS = this.dStart;
@@ -541,7 +610,27 @@ export class SparseIndex {
       }
       if (hit && heap.accepts(s, slot) && (filter === undefined || filter(this.slotIds[slot] as string))) heap.push(s, slot);
     }
-    for (let p = 0; p < qi.length; p++) if (qi[p] < space) qpos[qi[p]] = 0;
+    this.clearQueryPositions(query, qpos);
+  }
+
+  // Query position + 1 per term number (0: not in the query); clear with clearQueryPositions.
+  private queryPositions(query: SparseVector): Int32Array {
+    if (this.qpos === undefined || this.qpos.length < this.terms.count) this.qpos = new Int32Array(Math.max(this.terms.count, 1024));
+    const qpos = this.qpos;
+    const qi = query.indices;
+    const qv = query.values;
+    for (let p = 0; p < qi.length; p++) {
+      const t = qv[p] > 0 ? this.terms.get(qi[p]) : -1;
+      if (t >= 0) qpos[t] = p + 1;
+    }
+    return qpos;
+  }
+
+  private clearQueryPositions(query: SparseVector, qpos: Int32Array): void {
+    for (let p = 0; p < query.indices.length; p++) {
+      const t = this.terms.get(query.indices[p]);
+      if (t >= 0) qpos[t] = 0;
+    }
   }
 
   // MaxScore over the main CSR (see the file comment).
@@ -554,9 +643,9 @@ export class SparseIndex {
     const terms: number[] = [];
     const qw: number[] = [];
     for (let p = 0; p < qi.length; p++) {
-      const t = qi[p];
+      const t = this.terms.get(qi[p]);
       const w = qv[p];
-      if (w > 0 && t < space && mOff[t + 1] > mOff[t]) {
+      if (w > 0 && t >= 0 && t < space && mOff[t + 1] > mOff[t]) {
         terms.push(t);
         qw.push(w);
       }
@@ -663,36 +752,32 @@ export class SparseIndex {
     const out = new Float64Array(ids.length);
     const qi = query.indices;
     const qv = query.values;
-    for (let j = 0; j < ids.length; j++) {
-      const slot = this.idToSlot.get(ids[j]);
-      if (slot === undefined) invalidArgument(`unknown document id ${JSON.stringify(ids[j])}`);
-      let s = 0;
-      if (slot < this.mainSlots) {
-        for (let p = 0; p < qi.length; p++) {
-          if (!(qv[p] > 0)) continue;
-          const t = qi[p];
-          if (t >= this.mainTermSpace) continue;
-          const pos = find(this.mDocs, this.mOff[t], this.mOff[t + 1], slot);
-          if (pos >= 0) s += qv[p] * this.mW[pos];
+    for (const id of ids) if (!this.idToSlot.has(id)) invalidArgument(`unknown document id ${JSON.stringify(id)}`);
+    const qterm = Int32Array.from(qi, (t) => this.terms.get(t));
+    const qpos = this.queryPositions(query);
+    try {
+      for (let j = 0; j < ids.length; j++) {
+        const slot = this.idToSlot.get(ids[j]) as number;
+        let s = 0;
+        if (slot < this.mainSlots) {
+          for (let p = 0; p < qi.length; p++) {
+            const t = qterm[p];
+            if (!(qv[p] > 0) || t < 0 || t >= this.mainTermSpace) continue;
+            const pos = find(this.mDocs, this.mOff[t], this.mOff[t + 1], slot);
+            if (pos >= 0) s += qv[p] * this.mW[pos];
+          }
+        } else {
+          // The document's terms come in ascending token order: the same sum as a merge.
+          const di = slot - this.mainSlots;
+          for (let b = this.dStart[di], e = this.dStart[di + 1]; b < e; b++) {
+            const q = qpos[this.dTerms[b]];
+            if (q !== 0) s += qv[q - 1] * this.dW[b];
+          }
         }
-      } else {
-        // Merge of two ascending token lists.
-        const di = slot - this.mainSlots;
-        let a = 0;
-        let b = this.dStart[di];
-        const e = this.dStart[di + 1];
-        while (a < qi.length && b < e) {
-          const x = qi[a];
-          const y = this.dTerms[b];
-          if (x === y) {
-            if (qv[a] > 0) s += qv[a] * this.dW[b];
-            a++;
-            b++;
-          } else if (x < y) a++;
-          else b++;
-        }
+        out[j] = s;
       }
-      out[j] = s;
+    } finally {
+      this.clearQueryPositions(query, qpos);
     }
     return out;
   }
@@ -711,7 +796,7 @@ export class SparseIndex {
     for (let t = 0; t < V; t++) {
       const len = off[t + 1] - off[t];
       if (len > 0) {
-        termIds.push(t);
+        termIds.push(this.terms.tokens[t]);
         termLens.push(len);
       }
     }
@@ -828,11 +913,9 @@ export class SparseIndex {
     // valid CRC): ascending terms and slots, in-range numbers, finite positive weights.
     const ids = decodeIds(file, idLens, idBytes);
     const index = new SparseIndex({ vocabSize, modelId });
-    // The CSR covers the token ids that occur (checked below vocabSize first), not vocabSize.
-    const space = termCount === 0 ? 0 : termIds[termCount - 1] + 1;
-    if (space > vocabSize) corrupt(file, `term id ${termIds[termCount - 1]} is outside the vocabulary (size ${vocabSize})`);
-    const off = new Int32Array(space + 1);
-    const max = new Float32Array(space);
+    // The CSR covers the terms that occur, not the vocabulary.
+    const off = new Int32Array(termCount + 1);
+    const max = new Float32Array(termCount);
     index.mOff = off;
     index.mMax = max;
     const nnz = new Int32Array(Math.max(16, docCount));
@@ -843,7 +926,8 @@ export class SparseIndex {
       const len = termLens[i];
       if (t <= prevTerm || t >= vocabSize) corrupt(file, `term ids not strictly ascending below ${vocabSize} at entry ${i}`);
       if (len === 0 || len > postingCount - p) corrupt(file, `posting-list length ${len} of term ${t} is invalid`);
-      for (let x = prevTerm + 1; x <= t; x++) off[x] = p;
+      off[i] = p;
+      index.terms.intern(t);
       prevTerm = t;
       let prev = -1;
       let m = 0;
@@ -857,10 +941,10 @@ export class SparseIndex {
         if (w > m) m = w;
         nnz[d]++;
       }
-      max[t] = m;
+      max[i] = m;
     }
     if (p !== postingCount) corrupt(file, 'posting-list lengths do not add up to the posting count');
-    for (let x = prevTerm + 1; x <= space; x++) off[x] = p;
+    off[termCount] = p;
     index.mDocs = docs;
     index.mW = weights;
     index.mainSlots = docCount;
