@@ -204,3 +204,34 @@ describe('a tokenizer larger than the model’s vocabulary is refused at load, n
     });
   }
 });
+
+describe('a token id beyond the embedding table when the graph does not tell the table size', () => {
+  const tok = JSON.parse(readFileSync(join(FIXTURE, 'tokenizer.json'), 'utf8'));
+  tok.model.vocab.push(...Array.from({ length: 10 }, (_, i) => [`▁extra${i}`, -1]));
+  const cfg = JSON.parse(readFileSync(join(FIXTURE, 'config.json'), 'utf8'));
+  delete cfg.vocab_size;
+  // The table reaches its Gather through Mul(·, 1): exact, but not a structure the load check follows.
+  const hide: Edit = (graph) => {
+    const gather = (graph.node ?? []).find((x) => x.opType === 'Gather' && x.input?.[1] === 'input_ids');
+    assert.ok(gather);
+    const table = gather.input![0];
+    graph.initializer!.push(onnx.TensorProto.create({ name: 'one', dataType: T.FLOAT, dims: [], floatData: [1] }));
+    graph.node!.unshift(onnx.NodeProto.create({ name: 'hide_table', opType: 'Mul', input: [table, 'one'], output: ['hidden_table'] }));
+    gather.input![0] = 'hidden_table';
+  };
+  for (const workers of [0, 1]) {
+    test(`${workers ? 'worker' : 'in-thread'}: encoding a text with such a token is MODEL_FILE_INVALID naming tokenizer.json; other texts still encode`, async () => {
+      const dir = variant('backbone', hide, { 'tokenizer.json': JSON.stringify(tok), 'config.json': JSON.stringify(cfg) });
+      const enc = await M3Encoder.load(dir, { workers, cache: false });
+      try {
+        const [ok] = await enc.encode(['a plain text'], all);
+        assert.equal(ok.dense!.length, 32);
+        await assert.rejects(enc.encode(['the word extra3 is not in the model'], all), refused(/tokenizer\.json$/, /token id 300\d, but the model .* has only 3002 token embeddings/));
+        const [still] = await enc.encode(['a plain text'], all);
+        assert.deepEqual(Array.from(still.dense!), Array.from(ok.dense!));
+      } finally {
+        await enc.close();
+      }
+    });
+  }
+});

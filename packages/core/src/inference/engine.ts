@@ -397,6 +397,10 @@ export class EncoderEngine {
     } catch (cause) {
       if (cause instanceof M3Error) throw cause;
       const reason = String((cause as Error)?.message ?? cause).split('\n')[0];
+      // A token id beyond the embedding table (when the graph's structure did not tell its size).
+      const gather = /indices element out of data bounds, idx=(\d+) must be within the inclusive range \[-?\d+,(\d+)\]/.exec(reason);
+      const ids = feeds.input_ids?.data as BigInt64Array | undefined;
+      if (gather && ids?.includes(BigInt(gather[1]))) this.idOutOfRange(Number(gather[1]), Number(gather[2]) + 1);
       throw new M3Error('MODEL_FILE_INVALID', `onnxruntime failed to run ${file}: ${reason}`, { file: this.spec.paths.onnx, cause });
     }
   }
