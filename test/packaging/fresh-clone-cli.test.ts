@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -36,9 +36,19 @@ function run(cmd: string, args: string[], cwd: string, input = ''): Promise<Run>
   });
 }
 
-/** The repository's tracked files (as in the working tree), copied to `to`. */
+/** What a clone has that an installed, built working tree adds (used when there is no git). */
+const UNTRACKED = new Set(['node_modules', 'dist', '.git', 'packed', '.models', '.bench-models']);
+
+/** The repository's files as a clone has them (git's tracked files, as in the working tree), copied to `to`. */
 function copyTracked(to: string): void {
-  const files = execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 }).split('\0').filter(Boolean);
+  let files: string[];
+  try {
+    files = execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 }).split('\0').filter(Boolean);
+  } catch {
+    // Not a git checkout (e.g. an exported tarball): everything but what install and build add.
+    cpSync(ROOT, to, { recursive: true, filter: (src) => !UNTRACKED.has(basename(src)) && !basename(src).endsWith('.tsbuildinfo') });
+    return;
+  }
   for (const f of files) {
     const from = join(ROOT, f);
     if (!existsSync(from)) continue; // deleted in the working tree
