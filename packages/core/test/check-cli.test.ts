@@ -1,7 +1,7 @@
 // `bgem3 check` end to end: the built CLI in a child process, on the fixture model and a damaged copy.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -53,6 +53,27 @@ describe('bgem3 check', () => {
     assert.equal(j.dtype, 'fp32');
     assert.equal(j.figures.length, 4 + 7 + 2 + 2);
     assert.ok(j.universal.every((u: { status: string }) => u.status === 'pass'));
+  });
+
+  test('an int8 graph is judged as q8: --dtype, --onnx naming it, or a directory that only has it', async () => {
+    const onlyQ8 = join(dir, 'only-q8');
+    mkdirSync(join(onlyQ8, 'onnx'), { recursive: true });
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'colbert_linear.pt', 'sparse_linear.pt']) cpSync(join(FIXTURE, f), join(onlyQ8, f));
+    cpSync(join(FIXTURE, 'onnx/model_quantized.onnx'), join(onlyQ8, 'onnx/model_quantized.onnx'));
+    for (const args of [['--dtype', 'q8'], ['--onnx', 'onnx/model_quantized.onnx']]) {
+      const r = await cli(['check', '--model', FIXTURE, '--json', '--reference', refFile, ...args]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).dtype, 'q8', args.join(' '));
+    }
+    const r = await cli(['check', '--model', onlyQ8, '--json', '--reference', refFile]);
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.dtype, 'q8');
+    assert.equal(j.verified, true, j.summary);
+    // held to the fp32 tolerance, the same int8 graph fails
+    const strict = await cli(['check', '--model', onlyQ8, '--onnx', 'onnx/model_quantized.onnx', '--dtype', 'fp32', '--reference', refFile]);
+    assert.equal(strict.status, 1);
+    assert.match(strict.stderr, /^bgem3: check failed: .* for an fp32 model vs the fp32 reference/);
   });
 
   test('--reference with figures from golden.json: verified, exit 0', async () => {

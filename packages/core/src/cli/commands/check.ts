@@ -4,17 +4,29 @@
  * within tolerance and the universal checks pass, 1 with one `bgem3: check failed: …` line on
  * stderr otherwise.
  */
+import { existsSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { checkModel } from '../../check/check-model.js';
 import { loadCheckReference } from '../../check/reference.js';
 import { formatCheckReport } from '../../check/report.js';
-import type { ModelDtype } from '../../model/layout.js';
+import { resolveModelPaths, type ModelDtype } from '../../model/layout.js';
 import { addModelOptions, loadEncoder, type ModelFlags } from '../model-options.js';
 
-/** The dtype to judge by: `--dtype`, else q8 when `--onnx` names a quantised graph. */
+const QUANTISED = /quantized|int8|q8/i;
+
+/**
+ * The dtype to judge by: `--dtype`; else q8 when the graph to load is a quantised one by name
+ * (`--onnx`, or the file a local directory resolves to: a directory holding only
+ * `onnx/model_quantized.onnx` loads it); else the library's default (from the model id).
+ */
 function dtypeOf(flags: ModelFlags): ModelDtype | undefined {
   if (flags.dtype) return flags.dtype;
-  return flags.onnx && /quantized|int8|q8/i.test(flags.onnx) ? 'q8' : undefined;
+  if (flags.onnx && QUANTISED.test(basename(flags.onnx))) return 'q8';
+  if (existsSync(flags.model) && statSync(flags.model).isDirectory()) {
+    return QUANTISED.test(basename(resolveModelPaths(flags.model, flags.onnx ? { onnxFile: flags.onnx } : {}).onnx)) ? 'q8' : 'fp32';
+  }
+  return undefined;
 }
 
 export function registerCheck(program: Command): void {
