@@ -361,7 +361,7 @@ export class M3Index implements M3Store {
     } catch (err) {
       throw new M3Error('INVALID_ARGUMENT', `cannot create the index directory ${dir}: ${(err as Error).message}`, { file: dir, cause: err });
     }
-    const lock = WriterLock.acquire(dir, lockTimeoutMs);
+    const lock = await WriterLock.acquireAsync(dir, lockTimeoutMs);
     try {
       const file = join(dir, DB_FILE);
       if (existsSync(file)) {
@@ -604,11 +604,19 @@ export class M3Index implements M3Store {
   // Writing
 
   // Takes the writer lock (inside a write turn): INDEX_LOCKED when another writer holds it.
-  private takeLock(): void {
+  private assertWritable(): void {
     this.assertOpen();
     if (this.readOnly) invalidArgument(`this M3Index was loaded with { readOnly: true }: it cannot be modified (load it without readOnly to write)`);
+  }
+
+  private async takeLock(): Promise<void> {
+    this.assertWritable();
     if (this.lock || this.home === undefined) return;
-    const lock = WriterLock.acquire(this.home, this.lockTimeoutMs);
+    const lock = await WriterLock.acquireAsync(this.home, this.lockTimeoutMs);
+    if (this.lock) {
+      lock.release();
+      return;
+    }
     try {
       removeTemporaryFiles(this.home);
       this.refresh(); // catch up with the previous writer before writing
@@ -688,7 +696,7 @@ export class M3Index implements M3Store {
     let encoder: TextEncoder3;
     try {
       this.assertOpen();
-      if (this.readOnly) this.takeLock(); // throws the read-only error
+      this.assertWritable();
       encoder = this.requireEncoder();
     } catch (err) {
       turn.release();
@@ -703,9 +711,9 @@ export class M3Index implements M3Store {
       ...(this.maxLength ? { maxLength: this.maxLength } : {}),
       ...(options?.signal ? { signal: options.signal } : {}),
       what: 'M3Index.add',
-      apply: (batch) => {
+      apply: async (batch) => {
         if (!locked) {
-          this.takeLock();
+          await this.takeLock();
           locked = true;
         }
         this.commitRows(this.rowsOf(batch));
@@ -727,7 +735,7 @@ export class M3Index implements M3Store {
         const { ids, entries } = checkEncodedDocuments(docs, { modelId: this.modelId, dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbertPrecision !== 'none' }, 'M3Index.addEncoded');
         const rows = this.rowsOf(entries);
         await turn.ready;
-        this.takeLock();
+        await this.takeLock();
         this.commitRows(rows);
         return ids;
       } finally {
@@ -744,8 +752,8 @@ export class M3Index implements M3Store {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.writes.run(() => {
-      this.takeLock();
+    return this.writes.run(async () => {
+      await this.takeLock();
       const m = this.mirror;
       const present = [...new Set(list)].filter((id) => m.docs.has(id));
       if (present.length === 0) return 0;
@@ -812,8 +820,8 @@ export class M3Index implements M3Store {
    * crash-safe (one transaction).
    */
   compact(): Promise<void> {
-    return this.writes.run(() => {
-      this.takeLock();
+    return this.writes.run(async () => {
+      await this.takeLock();
       this.compactNow();
     });
   }
@@ -835,7 +843,7 @@ export class M3Index implements M3Store {
     }
     return this.writes.run(async () => {
       if (this.home !== undefined && isSameDir(this.home, dir)) {
-        this.takeLock();
+        await this.takeLock();
         try {
           this.db.pragma('wal_checkpoint(PASSIVE)');
         } catch (err) {
@@ -848,7 +856,7 @@ export class M3Index implements M3Store {
       } catch (err) {
         throw new M3Error('INVALID_ARGUMENT', `cannot create the index directory ${dir}: ${(err as Error).message}`, { file: dir, cause: err });
       }
-      const lock = WriterLock.acquire(dir, this.lockTimeoutMs);
+      const lock = await WriterLock.acquireAsync(dir, this.lockTimeoutMs);
       let keep = false;
       try {
         removeTemporaryFiles(dir);

@@ -373,6 +373,25 @@ export class WriterLock {
     return new WriterLock(db, file);
   }
 
+  /**
+   * {@link acquire} without blocking the event loop while it waits: tries at once, then every
+   * 25 ms until `timeoutMs` has passed (INDEX_LOCKED then).
+   */
+  static async acquireAsync(dir: string, timeoutMs: number): Promise<WriterLock> {
+    const deadline = Date.now() + Math.max(0, timeoutMs);
+    for (;;) {
+      try {
+        return WriterLock.acquire(dir, 0);
+      } catch (err) {
+        if (!(err instanceof M3Error && err.code === 'INDEX_LOCKED') || Date.now() >= deadline) {
+          if (err instanceof M3Error && err.code === 'INDEX_LOCKED' && timeoutMs > 0) err.message = err.message.replace('; pass lockTimeoutMs to wait', `; waited ${timeoutMs} ms`);
+          throw err;
+        }
+      }
+      await new Promise((r) => setTimeout(r, Math.min(25, Math.max(1, deadline - Date.now()))));
+    }
+  }
+
   /** Releases the lock (idempotent). */
   release(): void {
     const db = this.db;
