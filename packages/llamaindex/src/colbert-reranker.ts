@@ -1,68 +1,65 @@
-import { maxSim, type ColbertMatrix } from '@bgem3/core';
+import { maxSim, type ColbertMatrix, type M3Store } from '@bgem3/core';
+import { EncoderSource, attachSource, checkOptions, invalid, oneOf, positiveInt, storedOf, unitScore } from '@bgem3/core/adapter';
 import { MetadataMode, type BaseNode, type BaseNodePostprocessor, type MessageContent, type NodeWithScore } from 'llamaindex';
-import { EncoderSource, invalid, positiveInt, queryText, type BGEM3ModelOptions } from './shared.js';
+import { MODEL_KEYS, metadataModeOf, queryText, settingsBase, storeBase, withScores, type BGEM3ModelOptions } from './shared.js';
 
 /** Options of {@link BGEM3ColbertReranker}. */
 export interface BGEM3ColbertRerankerOptions extends BGEM3ModelOptions {
   /** Nodes kept (default 2, as LlamaIndex's Cohere and Jina rerankers). */
   topN?: number;
+  /** A store whose model to use when none is given (nodes it returned are rescored from it anyway). */
+  store?: M3Store;
   /**
-   * Which node text is scored (default `MetadataMode.ALL`, as the other LlamaIndex rerankers).
-   * Metadata keys excluded from both the embedding and the LLM (bookkeeping such as
-   * {@link BGEM3EnsembleRetriever}'s score record) are left out in every mode.
-   * Use `MetadataMode.EMBED` to score exactly the text that was embedded: with the shared encoder
-   * the node is then not run through the model again.
+   * Which node text is scored, for nodes not from a store (default `MetadataMode.ALL`, as the
+   * Cohere and Jina rerankers). Metadata keys hidden from both the embedding and the LLM (such as
+   * the ensemble's score record) are never scored.
    */
   metadataMode?: MetadataMode;
   /**
-   * Score scale. `'unit'` (default): (1 + MaxSim) / 2, in [0, 1], order-preserving, so
-   * `SimilarityPostprocessor({ similarityCutoff })` works (it drops scores ≤ 0 and missing scores).
-   * `'raw'`: FlagEmbedding's `colbert_score` itself (mean over query tokens of the best cosine,
-   * in [-1, 1]).
+   * The NodeWithScore's score: `'unit'` (default), (1 + MaxSim) / 2 clamped to [0, 1] (the same
+   * mapping as @bgem3/langchain's relevanceScore), or `'raw'`, the MaxSim itself in [-1, 1]. The
+   * raw MaxSim is also recorded under `scoresMetadataKey`.
    */
   scoreScale?: 'unit' | 'raw';
+  /** Metadata key of the scores (default `"bgem3_scores"`, hidden from embeddings and prompts); `null`: none, the nodes are returned as given. */
+  scoresMetadataKey?: string | null;
 }
 
+const KEYS = [...MODEL_KEYS, 'topN', 'store', 'metadataMode', 'scoreScale', 'scoresMetadataKey'];
+
 /**
- * A local ColBERT (BGE-M3 multi-vector) reranker for LlamaIndex.TS query and chat engines.
- *
- * Each node is scored by MaxSim against the query: (1/N_q) Σ_i max_j q_i·p_j over BGE-M3's
- * normalised ColBERT vectors (FlagEmbedding's `colbert_score`, computed by core's `maxSim`), then
- * mapped to [0, 1] as (1 + s) / 2 unless `scoreScale: 'raw'`.
- *
- * Returns new `{ node, score }` objects (the nodes themselves are not copied or changed), best
- * first, at most `topN`; a node id given twice is scored once. No nodes give `[]`; a missing
- * query (or one without text) throws INVALID_ARGUMENT.
- *
- * @example
- * ```ts
- * const engine = index.asQueryEngine({
- *   similarityTopK: 10,
- *   nodePostprocessors: [new BGEM3ColbertReranker({ topN: 3 })],
- * });
- * ```
+ * A local ColBERT (BGE-M3 multi-vector) reranker for LlamaIndex query and chat engines: MaxSim,
+ * (1/N_q) Σ_i max_j q_i·p_j (FlagEmbedding's `colbert_score`). Returns new `{ node, score }`
+ * objects, best first, at most `topN`; a node id given twice is scored once. No nodes give `[]`
+ * (whatever the query); a missing query with nodes throws INVALID_ARGUMENT.
  */
 export class BGEM3ColbertReranker implements BaseNodePostprocessor {
   /** Nodes kept. */
   topN: number;
   /** Which node text is scored. */
   metadataMode: MetadataMode;
-  /** Score scale, see {@link BGEM3ColbertRerankerOptions.scoreScale}. */
   readonly scoreScale: 'unit' | 'raw';
+  readonly scoresMetadataKey: string | null;
   private readonly source: EncoderSource;
 
   constructor(options: BGEM3ColbertRerankerOptions = {}) {
-    this.source = new EncoderSource(options);
-    this.topN = positiveInt(options.topN, 2, 'topN');
-    this.metadataMode = options.metadataMode ?? MetadataMode.ALL;
-    if (!Object.values(MetadataMode).includes(this.metadataMode)) invalid(`metadataMode must be a MetadataMode, got ${String(options.metadataMode)}`);
-    this.scoreScale = options.scoreScale ?? 'unit';
-    if (this.scoreScale !== 'unit' && this.scoreScale !== 'raw') invalid(`scoreScale must be 'unit' or 'raw', got ${String(options.scoreScale)}`);
+    const o = checkOptions(options, KEYS, 'BGEM3ColbertReranker');
+    const { topN: _t, store, metadataMode: _m, scoreScale: _s, scoresMetadataKey: _k, ...model } = o;
+    this.source = new EncoderSource(model, store ? storeBase(store) : settingsBase);
+    attachSource(this, this.source);
+    this.topN = positiveInt(o.topN, 'topN', 2);
+    this.metadataMode = metadataModeOf(o.metadataMode, MetadataMode.ALL);
+    this.scoreScale = oneOf(o.scoreScale, ['unit', 'raw'] as const, 'scoreScale', 'unit');
+    const key = o.scoresMetadataKey === undefined ? 'bgem3_scores' : o.scoresMetadataKey;
+    if (key !== null && (typeof key !== 'string' || key.length === 0)) invalid('scoresMetadataKey must be a non-empty string or null');
+    this.scoresMetadataKey = key;
   }
 
   /** Reranks `nodes` by ColBERT MaxSim against `query` and keeps the best `topN`. */
   async postprocessNodes(nodes: NodeWithScore[], query?: MessageContent): Promise<NodeWithScore[]> {
+    if (nodes === undefined || nodes === null) return [];
     if (!Array.isArray(nodes)) invalid('postprocessNodes needs an array of nodes');
+    if (nodes.length === 0) return [];
     const text = queryText(query, 'BGEM3ColbertReranker');
     const unique: NodeWithScore[] = [];
     const seen = new Set<string>();
@@ -72,22 +69,56 @@ export class BGEM3ColbertReranker implements BaseNodePostprocessor {
       seen.add(n.node.id_);
       unique.push(n);
     });
-    if (unique.length === 0) return [];
-    const encoder = await this.source.get();
-    const opts = { dense: false, colbert: true, ...this.source.encodeOptions };
-    // One encode call for the query and the nodes (cached encodings are not recomputed).
-    const [q, ...docs] = await encoder.encode([text, ...unique.map((n) => contentOf(n.node, this.metadataMode))], opts);
-    const raw = await maxSim(q?.colbert as ColbertMatrix, docs.map((d) => d.colbert as ColbertMatrix));
+    const enc = await this.source.get();
+    const raw = new Float64Array(unique.length);
+    const byStore = new Map<M3Store, { i: number; id: string }[]>();
+    const toEncode: number[] = [];
+    unique.forEach((n, i) => {
+      const ref = storedOf<M3Store>(n.node);
+      if (ref && ref.store.modelId === enc.modelId) {
+        const g = byStore.get(ref.store) ?? [];
+        g.push({ i, id: ref.id });
+        byStore.set(ref.store, g);
+      } else toEncode.push(i);
+    });
+    // One encode call: the query (all outputs if a store rescores) and the nodes not from a store.
+    const encoded = await this.source.encode([text, ...toEncode.map((i) => contentOf((unique[i] as NodeWithScore).node, this.metadataMode))], {
+      dense: byStore.size > 0,
+      sparse: byStore.size > 0,
+      colbert: true,
+    });
+    const q = encoded[0] as NonNullable<(typeof encoded)[0]>;
+    const late: number[] = [];
+    for (const [store, group] of byStore) {
+      const results = await store.rescore(q, group.map((g) => g.id), { weights: [0, 0, 1] });
+      const byId = new Map(results.map((r) => [r.id, r.scores.colbert]));
+      for (const g of group) {
+        const s = byId.get(g.id);
+        if (s === undefined) late.push(g.i);
+        else raw[g.i] = s;
+      }
+    }
+    const lateEncoded = late.length > 0 ? await this.source.encode(late.map((i) => contentOf((unique[i] as NodeWithScore).node, this.metadataMode)), { dense: false, colbert: true }) : [];
+    const idx = [...toEncode, ...late];
+    const mats = [...encoded.slice(1), ...lateEncoded].map((e) => e.colbert as ColbertMatrix);
+    if (mats.length > 0) {
+      const s = await maxSim(q.colbert as ColbertMatrix, mats);
+      idx.forEach((i, j) => {
+        raw[i] = s[j] as number;
+      });
+    }
     const scored = unique.map((n, i) => ({ n, i, s: raw[i] as number }));
     scored.sort((a, b) => b.s - a.s || a.i - b.i);
-    return scored.slice(0, this.topN).map(({ n, s }) => ({ node: n.node, score: this.scoreScale === 'unit' ? unitScore(s) : s }));
+    return scored.slice(0, positiveInt(this.topN, 'topN', 2)).map(({ n, s }) => {
+      const score = this.scoreScale === 'unit' ? unitScore(s) : s;
+      return { node: withScores(n.node, this.scoresMetadataKey, { colbert: s, relevanceScore: unitScore(s) }), score };
+    });
   }
 }
 
 /**
- * The node text in `mode`, without metadata keys that are excluded from both the embedding and the
- * LLM: they are bookkeeping (e.g. the ensemble's per-query scores), and with `ALL` they would
- * change the scored text on every query (a new forward pass each time, and noise in the score).
+ * The node text in `mode`, without metadata keys hidden from both the embedding and the LLM
+ * (bookkeeping such as score records, which would change the scored text on every query).
  */
 function contentOf(node: BaseNode, mode: MetadataMode): string {
   if (mode === MetadataMode.ALL) {
@@ -100,9 +131,4 @@ function contentOf(node: BaseNode, mode: MetadataMode): string {
     }
   }
   return node.getContent(mode);
-}
-
-/** MaxSim in [-1, 1] mapped to [0, 1]; clamped, since float rounding can put a self-match at 1 + 1e-9. */
-function unitScore(s: number): number {
-  return Math.min(1, Math.max(0, (1 + s) / 2));
 }

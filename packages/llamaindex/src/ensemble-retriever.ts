@@ -1,203 +1,160 @@
-import {
-  m3AllScore,
-  m3Rerank,
-  reciprocalRankFusion,
-  weightedScoreFusion,
-  type M3Encoded,
-  type M3ScoreWeights,
-  type RankedEntry,
-  type ScoredId,
-} from '@bgem3/core';
-import { BaseRetriever, DEFAULT_SIMILARITY_TOP_K, MetadataMode, type BaseNode, type NodeWithScore, type QueryBundle } from 'llamaindex';
-import { EncoderSource, invalid, positiveInt, queryText, type BGEM3ModelOptions } from './shared.js';
+/**
+ * BGEM3EnsembleRetriever: hybrid retrieval with the M3 rerank, over a store (its own pipeline)
+ * or over retrievers the application already has (fused, deduplicated and reranked by core's
+ * adapter kit). LlamaIndex.TS has no fusion retriever of its own.
+ */
+import type { M3Store } from '@bgem3/core';
+import { DEFAULT_M3_WEIGHTS, EncoderSource, bool, checkM3Weights, checkOptions, fuseAndRerank, invalid, nonNegative, oneOf, positiveInt, sourceOf, storedOf, unitScore, type StoredRef } from '@bgem3/core/adapter';
+import { checkFusionWeights } from '@bgem3/core';
+import { BaseRetriever, DEFAULT_SIMILARITY_TOP_K, MetadataMode, type NodeWithScore, type QueryBundle } from 'llamaindex';
+import { BGEM3VectorStore } from './vector-store.js';
+import { MODEL_KEYS, checkStore, hitToNode, metadataModeOf, queryText, settingsBase, withScores, type BGEM3ModelOptions } from './shared.js';
 
 /** Options of {@link BGEM3EnsembleRetriever}. */
 export interface BGEM3EnsembleRetrieverOptions extends BGEM3ModelOptions {
-  /**
-   * The retrievers whose results are fused, typically a dense one and a sparse one:
-   * `[index.asRetriever({ similarityTopK: 10 }), sparseRetriever]`. They must return the same node
-   * ids for the same chunks (index the same nodes in both).
-   */
-  retrievers: BaseRetriever[];
-  /** One weight per retriever (default all 1), applied in both fusion modes. 0 ignores a retriever. */
-  retrieverWeights?: number[];
-  /**
-   * `'rrf'` (default): reciprocal rank fusion, Σ weight / (rrfK + rank).
-   * `'relative-score'`: each list's scores min-max normalised to [0, 1], then a weighted sum
-   * (weights normalised to sum 1; a result without a numeric score counts as 0).
-   */
-  fusion?: 'rrf' | 'relative-score';
-  /** The RRF constant (default 60). */
-  rrfK?: number;
-  /**
-   * Rescore the fused candidates with BGE-M3's All score (default true). With false the fused
-   * order and fusion scores are returned.
-   */
-  rerank?: boolean;
-  /** [dense, sparse, colbert] weights of the All score (default [0.4, 0.2, 0.4], the model card's). */
-  weights?: M3ScoreWeights;
-  /** Results per query (default 2, LlamaIndex's `DEFAULT_SIMILARITY_TOP_K`). */
+  /** Hybrid search over this store (only the query is encoded). */
+  store?: M3Store;
+  /** Or over this vector store. */
+  vectorStore?: BGEM3VectorStore;
+  /** Or over your retrievers, e.g. `[index.asRetriever({ similarityTopK: 10 }), new Bm25Retriever(...)]`. */
+  retrievers?: BaseRetriever[];
+  /** Results (default 2, LlamaIndex's DEFAULT_SIMILARITY_TOP_K). */
   topK?: number;
+  /** Store mode: candidates from each of dense and sparse search (default 100). */
+  fetchK?: number;
+  /** `[dense, sparse, colbert]` weights of the M3 All score (default [0.4, 0.2, 0.4]). */
+  weights?: readonly [number, number, number];
+  /** Retrievers mode: `"rrf"` (default) or `"relative-score"` (min-max normalised retriever scores). */
+  fusion?: 'rrf' | 'relative-score';
+  /** Retrievers mode: RRF constant (default 60). */
+  rrfK?: number;
+  /** Retrievers mode: one fusion weight per retriever (default equal). */
+  retrieverWeights?: number[];
+  /** Retrievers mode: rerank by the M3 All score (default true). */
+  rerank?: boolean;
   /**
-   * Which node text is encoded for the rerank (default `MetadataMode.EMBED`: the text
-   * `BGEM3Embedding` and `BGEM3SparseRetriever` encode, so indexed nodes are cache hits).
+   * Retrievers mode: the best fused candidates reranked (default 20). Nodes that a store-backed
+   * class of this package returned are rescored from the store; the others are encoded in one
+   * call: at most this many passages go through the model per query.
    */
+  rerankCandidates?: number;
+  /** Retrievers mode: the node text compared and encoded (default `MetadataMode.NONE`). */
   metadataMode?: MetadataMode;
   /**
-   * Metadata key under which each returned node records its scores ({@link BGEM3EnsembleScores}),
-   * default `'bgem3_scores'`; the key is added to the node's excluded embed and LLM metadata keys,
-   * so it never reaches prompts or embeddings. `null` records nothing (nodes are then returned
-   * as the retrievers gave them, not copied).
+   * Metadata key of each result's scores (default `"bgem3_scores"`, hidden from embeddings and LLM
+   * prompts); `null` records none.
    */
   scoresMetadataKey?: string | null;
 }
 
-/** The scores an ensemble result records in its metadata. */
+/** What a result records under `scoresMetadataKey`. */
 export interface BGEM3EnsembleScores {
-  /** The final score (the M3 All score when reranked, else the fusion score). */
+  /** The raw score results are ordered by (the M3 All score, or the fusion score without rerank). */
   score: number;
-  /** The fusion score (RRF or relative-score). */
-  fusion: number;
-  /** 1-based rank of the node in each retriever's (deduplicated) results, null where absent. */
-  ranks: (number | null)[];
-  /** Dense score (cosine of the CLS vectors), when reranked. */
+  /** `score` in [0, 1]: the NodeWithScore's score. */
+  relevanceScore: number;
+  /** Retrievers mode: the fusion score and the 1-based rank in each list (null: absent). */
+  fusion?: number;
+  ranks?: (number | null)[];
   dense?: number;
-  /** Sparse (lexical matching) score, when reranked. */
   sparse?: number;
-  /** ColBERT MaxSim score, when reranked. */
   colbert?: number;
 }
 
+const KEYS = [...MODEL_KEYS, 'store', 'vectorStore', 'retrievers', 'topK', 'fetchK', 'weights', 'fusion', 'rrfK', 'retrieverWeights', 'rerank', 'rerankCandidates', 'metadataMode', 'scoresMetadataKey'];
+const RETRIEVERS_ONLY = ['fusion', 'rrfK', 'retrieverWeights', 'rerank', 'rerankCandidates', 'metadataMode'];
+
 /**
- * Hybrid retrieval for LlamaIndex.TS (which has no fusion or ensemble retriever): runs several
- * retrievers, fuses their lists (weighted RRF or relative-score fusion), deduplicates by node id,
- * rescores the candidates with BGE-M3's All score — (w_d·dense + w_s·sparse + w_c·colbert) /
- * Σw, computed exactly by core's `m3Rerank` — and returns the best `topK`.
- *
- * It encodes the query itself (query engines pass retrievers a plain string), before calling the
- * sub-retrievers, so with the shared encoder a `BGEM3Embedding`-based vector retriever and a
- * {@link BGEM3SparseRetriever} reuse that one pass.
- *
- * Each result is a copy of the node with its scores under `metadata[scoresMetadataKey]`
- * ({@link BGEM3EnsembleScores}; excluded from embed/LLM metadata). Scores are not clamped: the
- * All score can be slightly negative for unrelated text.
- *
- * @example
- * ```ts
- * const hybrid = new BGEM3EnsembleRetriever({
- *   retrievers: [index.asRetriever({ similarityTopK: 10 }), new BGEM3SparseRetriever({ docStore: index.docStore, topK: 10 })],
- *   topK: 5,
- * });
- * const engine = index.asQueryEngine({ retriever: hybrid });
- * ```
+ * Hybrid retrieval reranked by the M3 All score (w_d·dense + w_s·sparse + w_c·colbert) / Σw.
+ * Each result is a copy of the node with its scores under `scoresMetadataKey`; its score is the
+ * ranking score mapped to [0, 1] as (s + 1) / 2 (so `SimilarityPostprocessor` cut-offs work).
+ * Over retrievers, candidates are deduplicated by node id and by text (two splits of the same
+ * documents give different ids to the same chunk).
  */
 export class BGEM3EnsembleRetriever extends BaseRetriever {
-  /** Results per query. */
   topK: number;
-  readonly retrievers: readonly BaseRetriever[];
-  readonly retrieverWeights: readonly number[];
+  readonly vectorStore: BGEM3VectorStore | undefined;
+  readonly retrievers: BaseRetriever[];
+  readonly fetchK: number;
+  readonly weights: readonly [number, number, number];
   readonly fusion: 'rrf' | 'relative-score';
   readonly rrfK: number;
+  readonly retrieverWeights: number[];
   readonly rerank: boolean;
-  readonly weights: M3ScoreWeights;
+  readonly rerankCandidates: number;
   readonly metadataMode: MetadataMode;
   readonly scoresMetadataKey: string | null;
   private readonly source: EncoderSource;
 
   constructor(options: BGEM3EnsembleRetrieverOptions) {
     super();
-    if (options === null || typeof options !== 'object') invalid('BGEM3EnsembleRetriever needs options with `retrievers`');
-    this.source = new EncoderSource(options);
-    const { retrievers } = options;
-    if (!Array.isArray(retrievers) || retrievers.length === 0) invalid('retrievers must be a non-empty array of retrievers');
-    retrievers.forEach((r, i) => {
-      if (typeof (r as BaseRetriever | undefined)?.retrieve !== 'function') invalid(`retrievers[${i}] is not a retriever (it has no retrieve())`);
-    });
-    this.retrievers = [...retrievers];
-    this.retrieverWeights = [...(options.retrieverWeights ?? retrievers.map(() => 1))];
-    this.rrfK = options.rrfK ?? 60;
-    // Core validates weights and k (INVALID_ARGUMENT naming the problem): check them up front.
-    reciprocalRankFusion(
-      retrievers.map(() => []),
-      { k: this.rrfK, weights: this.retrieverWeights },
-    );
-    this.fusion = options.fusion ?? 'rrf';
-    if (this.fusion !== 'rrf' && this.fusion !== 'relative-score') invalid(`fusion must be 'rrf' or 'relative-score', got ${String(options.fusion)}`);
-    this.rerank = options.rerank ?? true;
-    this.weights = options.weights ?? [0.4, 0.2, 0.4];
-    m3AllScore({ dense: 0, sparse: 0, colbert: 0 }, this.weights);
-    this.topK = positiveInt(options.topK, DEFAULT_SIMILARITY_TOP_K, 'topK');
-    this.metadataMode = options.metadataMode ?? MetadataMode.EMBED;
-    if (!Object.values(MetadataMode).includes(this.metadataMode)) invalid(`metadataMode must be a MetadataMode, got ${String(options.metadataMode)}`);
-    const key = options.scoresMetadataKey === undefined ? 'bgem3_scores' : options.scoresMetadataKey;
+    const o = checkOptions(options, KEYS, 'BGEM3EnsembleRetriever');
+    const { store, vectorStore, retrievers, topK: _t, fetchK: _f, weights: _w, fusion: _fu, rrfK: _r, retrieverWeights: _rw, rerank: _re, rerankCandidates: _rc, metadataMode: _m, scoresMetadataKey: _k, ...model } = o;
+    const modes = (['store', 'vectorStore', 'retrievers'] as const).filter((k) => o[k] !== undefined);
+    if (modes.length !== 1) invalid(modes.length === 0 ? 'BGEM3EnsembleRetriever needs a store, a vectorStore or retrievers' : `give one of store, vectorStore and retrievers, not ${modes.join(' and ')}`);
+    if (store !== undefined) checkStore(store);
+    if (vectorStore !== undefined && !(vectorStore instanceof BGEM3VectorStore)) invalid('vectorStore must be a BGEM3VectorStore');
+    if (retrievers !== undefined) {
+      if (!Array.isArray(retrievers) || retrievers.length === 0) invalid('retrievers must be a non-empty array of retrievers');
+      retrievers.forEach((r, i) => {
+        if (!r || typeof (r as BaseRetriever).retrieve !== 'function') invalid(`retrievers[${i}] is not a LlamaIndex retriever`);
+      });
+    }
+    const storeMode = retrievers === undefined;
+    for (const key of storeMode ? RETRIEVERS_ONLY : ['fetchK']) {
+      if (o[key as keyof typeof o] !== undefined) invalid(`${key} applies ${storeMode ? 'over retrievers' : 'over a store'} only`);
+    }
+    if (vectorStore !== undefined && Object.keys(model).length > 0) invalid(`${Object.keys(model).join(', ')}: the model comes from the vector store`);
+    this.vectorStore = vectorStore ?? (store !== undefined ? new BGEM3VectorStore({ ...model, store }) : undefined);
+    this.retrievers = retrievers ?? [];
+    this.topK = positiveInt(o.topK, 'topK', DEFAULT_SIMILARITY_TOP_K);
+    this.fetchK = positiveInt(o.fetchK, 'fetchK', 100);
+    if (o.weights !== undefined) checkM3Weights(o.weights, 'weights');
+    this.weights = o.weights ? ([...o.weights] as [number, number, number]) : [...DEFAULT_M3_WEIGHTS];
+    this.fusion = oneOf(o.fusion, ['rrf', 'relative-score'] as const, 'fusion', 'rrf');
+    this.rrfK = nonNegative(o.rrfK, 'rrfK', 60);
+    this.retrieverWeights = storeMode ? [] : checkFusionWeights(o.retrieverWeights, this.retrievers.length, 'retrieverWeights');
+    this.rerank = bool(o.rerank, 'rerank', true);
+    this.rerankCandidates = positiveInt(o.rerankCandidates, 'rerankCandidates', 20);
+    this.metadataMode = metadataModeOf(o.metadataMode, MetadataMode.NONE);
+    const key = o.scoresMetadataKey === undefined ? 'bgem3_scores' : o.scoresMetadataKey;
     if (key !== null && (typeof key !== 'string' || key.length === 0)) invalid('scoresMetadataKey must be a non-empty string or null');
     this.scoresMetadataKey = key;
+    const inherited = this.retrievers.map((r) => sourceOf<EncoderSource>(r)).find((s) => s !== undefined);
+    this.source = this.vectorStore
+      ? (sourceOf<EncoderSource>(this.vectorStore) as EncoderSource)
+      : new EncoderSource(model, inherited ? { what: "the retrievers' model", source: inherited } : settingsBase);
   }
 
-  /** Fused, deduplicated and (by default) M3-reranked top-`topK` nodes. */
+  /** Fused, deduplicated and reranked top-`topK` nodes. */
   async _retrieve(params: QueryBundle): Promise<NodeWithScore[]> {
     const text = queryText(params, 'BGEM3EnsembleRetriever');
-    const encoder = await this.source.get();
-    const all = { dense: true, sparse: true, colbert: true, ...this.source.encodeOptions };
-    // The query first: the sub-retrievers' own query encodings are then cache hits.
-    const [query] = await encoder.encode([text], all);
-    const results = await Promise.all(this.retrievers.map((r) => r.retrieve(params)));
-
-    const nodes = new Map<string, BaseNode>();
-    const ranks = new Map<string, (number | null)[]>();
-    const lists: RankedEntry[][] = results.map((list) =>
-      (Array.isArray(list) ? list : []).flatMap((n) => {
-        const node = n?.node;
-        if (!node || typeof node.id_ !== 'string') return [];
-        if (!nodes.has(node.id_)) nodes.set(node.id_, node);
-        const r = ranks.get(node.id_) ?? this.retrievers.map(() => null);
-        ranks.set(node.id_, r);
-        return [{ id: node.id_, score: typeof n.score === 'number' && Number.isFinite(n.score) ? n.score : 0 }];
-      }),
-    );
-    // 1-based rank among each list's distinct ids (the rank fusion uses).
-    lists.forEach((list, s) => {
-      let rank = 0;
-      for (const e of list) {
-        const r = ranks.get(e.id) as (number | null)[];
-        if (r[s] === null) r[s] = ++rank;
-      }
-    });
-    const fused: ScoredId[] =
-      this.fusion === 'rrf'
-        ? reciprocalRankFusion(lists, { k: this.rrfK, weights: this.retrieverWeights })
-        : weightedScoreFusion(lists, { weights: this.retrieverWeights });
-    if (fused.length === 0) return [];
-
-    if (!this.rerank) {
-      return fused.slice(0, this.topK).map((f) => this.result(nodes.get(f.id) as BaseNode, f.score, { score: f.score, fusion: f.score, ranks: ranks.get(f.id) as (number | null)[] }));
-    }
-    const candidates = fused.map((f) => nodes.get(f.id) as BaseNode);
-    const encoded = await encoder.encode(
-      candidates.map((n) => n.getContent(this.metadataMode)),
-      all,
-    );
-    const hits = await m3Rerank(query as M3Encoded, encoded as M3Encoded[], { weights: this.weights, k: this.topK });
-    return hits.map((h) => {
-      const f = fused[h.index] as ScoredId;
-      return this.result(candidates[h.index] as BaseNode, h.score, {
-        score: h.score,
-        fusion: f.score,
-        ranks: ranks.get(f.id) as (number | null)[],
-        ...h.scores,
-      });
-    });
-  }
-
-  private result(node: BaseNode, score: number, scores: BGEM3EnsembleScores): NodeWithScore {
+    const topK = positiveInt(this.topK, 'topK', DEFAULT_SIMILARITY_TOP_K);
     const key = this.scoresMetadataKey;
-    if (key === null) return { node, score };
-    const copy = node.clone();
-    copy.metadata = { ...copy.metadata, [key]: scores };
-    const embedKeys = copy.excludedEmbedMetadataKeys ?? [];
-    const llmKeys = copy.excludedLlmMetadataKeys ?? [];
-    copy.excludedEmbedMetadataKeys = embedKeys.includes(key) ? embedKeys : [...embedKeys, key];
-    copy.excludedLlmMetadataKeys = llmKeys.includes(key) ? llmKeys : [...llmKeys, key];
-    return { node: copy, score };
+    if (this.vectorStore) {
+      const store = this.vectorStore.store;
+      const [q] = await this.source.encode([text], { dense: true, sparse: true, colbert: this.weights[2] > 0 });
+      const hits = await store.search(q as NonNullable<typeof q>, { k: topK, fetchK: this.fetchK, weights: checkM3Weights(this.weights) });
+      return hits.map((h) => {
+        const relevanceScore = unitScore(h.score);
+        return { node: withScores(hitToNode(store, h), key, { score: h.score, relevanceScore, ...h.scores }), score: relevanceScore };
+      });
+    }
+    const lists = await Promise.all(this.retrievers.map((r) => r.retrieve(params)));
+    const hits = await fuseAndRerank(
+      text,
+      lists.map((list) =>
+        (Array.isArray(list) ? list : [])
+          .filter((n) => n?.node && typeof n.node.id_ === 'string')
+          .map((n) => ({ item: n, id: n.node.id_, text: n.node.getContent(this.metadataMode), score: n.score, stored: storedOf<M3Store>(n.node) as StoredRef | undefined })),
+      ),
+      this.source,
+      { fusion: this.fusion, listWeights: this.retrieverWeights, c: this.rrfK, rerank: this.rerank, weights: checkM3Weights(this.weights), rerankCandidates: positiveInt(this.rerankCandidates, 'rerankCandidates', 20), k: topK },
+    );
+    return hits.map((h) => {
+      const relevanceScore = this.rerank ? unitScore(h.score) : h.score;
+      const scores: BGEM3EnsembleScores = { score: h.score, relevanceScore, fusion: h.fused, ranks: h.ranks, ...(h.scores ?? {}) };
+      return { node: withScores(h.item.node, key, scores as unknown as Record<string, unknown>), score: relevanceScore };
+    });
   }
 }

@@ -1,96 +1,52 @@
 /**
- * What the four LlamaIndex.TS classes share: the model options, the lazily loaded encoder and
- * argument checks. All model logic lives in @bgem3/core; this file only wires it up.
+ * What the classes of this package share: the model options (core's adapter kit), the model of
+ * `Settings.embedModel`, query text, and node conversion from a store's hits.
  */
-import { DEFAULT_MODEL, M3Encoder, M3Error, type EncoderOptions, type HubOptions, type LoadOptions, type ModelDtype, type TextEncoder3 } from '@bgem3/core';
-import { extractText, type MessageContent, type QueryBundle } from 'llamaindex';
+import type { M3Hit, M3Store } from '@bgem3/core';
+import { MODEL_PARAM_KEYS, attachStored, invalid, sourceOf, storedOf, type EncoderSource, type M3ModelParams, type ModelBase } from '@bgem3/core/adapter';
+import { MetadataMode, Settings, extractText, metadataDictToNode, nodeToMetadata, type BaseNode, type MessageContent, type QueryBundle } from 'llamaindex';
 
 /**
- * How a class gets its BGE-M3 encoder. By default every class built for the same `model` (and
- * `dtype`/`onnxFile`/`hub`) uses core's process-wide {@link M3Encoder.shared} encoder, so an
- * embedding, a sparse retriever, a ColBERT reranker and an ensemble retriever load the model once
- * and share one encode cache: each text goes through the model once, whichever class asks first.
+ * Which BGE-M3 model a class uses (the same options for every class, from `@bgem3/core/adapter`):
+ * `model`, `encoder` or `endpoint`, load options, `maxLength`. A class given none takes the model
+ * of what it is built on (its store), else of `Settings.embedModel` when that is a
+ * {@link BGEM3Embedding}, else `BAAI/bge-m3`.
  */
-export interface BGEM3ModelOptions {
-  /** Model directory (any layout core supports) or Hugging Face repo id. Default `'BAAI/bge-m3'`. */
-  model?: string;
-  /**
-   * An encoder to use instead of the shared one (e.g. `await M3Encoder.load(dir, { intraOpNumThreads: 4 })`
-   * or a worker pool). Pass the same encoder to every class to keep one pass per text.
-   * `model`, `dtype`, `onnxFile`, `hub` and `encoderOptions` are ignored when it is given.
-   */
-  encoder?: TextEncoder3;
-  /** `'fp32'` (default) or `'q8'` (int8 backbone). */
-  dtype?: ModelDtype;
-  /** The ONNX file inside the model directory/repo (default: detected). */
-  onnxFile?: string;
-  /** Max tokens per text, `<s>`/`</s>` included (default: the encoder's, 8192 for BGE-M3). Longer texts are cut. */
-  maxLength?: number;
-  /** Hugging Face Hub settings (endpoint, token, cache dir, offline, progress) for repo ids. */
-  hub?: HubOptions;
-  /**
-   * onnxruntime and encoder settings for `M3Encoder.shared` (threads, forward-pass batch size,
-   * encode-cache budget). Classes that should share one encoder must pass the same values.
-   * (`maxLength` here is the encoder's default; prefer the top-level `maxLength`.)
-   */
-  encoderOptions?: EncoderOptions;
+export type BGEM3ModelOptions = M3ModelParams;
+
+/** The option names of {@link BGEM3ModelOptions}. */
+export const MODEL_KEYS = MODEL_PARAM_KEYS;
+
+/** A store as what a class is built on. */
+export function storeBase(store: M3Store): ModelBase {
+  return { what: 'the store', encoder: store.encoder, modelId: store.modelId, dim: store.dim, vocabSize: store.vocabSize };
 }
 
-/** Throws core's INVALID_ARGUMENT error. */
-export function invalid(message: string): never {
-  throw new M3Error('INVALID_ARGUMENT', message);
+/** `Settings.embedModel`, when it is a BGE-M3 embedding of this package (any copy), as a model base. */
+export function settingsBase(): ModelBase | undefined {
+  let model: unknown;
+  try {
+    model = Settings.embedModel;
+  } catch {
+    return undefined; // not set: LlamaIndex's getter throws
+  }
+  const source = sourceOf<EncoderSource>(model);
+  return source ? { what: 'Settings.embedModel', source } : undefined;
 }
 
-/** A positive integer option, or its default. */
-export function positiveInt(value: unknown, fallback: number, name: string): number {
+/** Checks a store argument. */
+export function checkStore(store: unknown, what = 'store'): asserts store is M3Store {
+  const s = store as M3Store;
+  if (s === null || typeof s !== 'object' || typeof s.search !== 'function' || typeof s.rescore !== 'function' || typeof s.modelId !== 'string') {
+    invalid(`${what} must be an M3Store (an M3Index, a PgM3Store, …)`);
+  }
+}
+
+/** Checks a MetadataMode option. */
+export function metadataModeOf(value: unknown, fallback: MetadataMode, name = 'metadataMode'): MetadataMode {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(`${name} must be a positive integer, got ${String(value)}`);
-  return value;
-}
-
-/**
- * Resolves the encoder of a class lazily. The load itself is core's single shared promise per
- * model: concurrent first calls load once, and a failed load is not kept (the next call retries).
- * The encoder is looked up on every call, so an encoder that was closed is replaced by a new one.
- */
-export class EncoderSource {
-  readonly model: string;
-  readonly maxLength: number | undefined;
-  private readonly options: BGEM3ModelOptions;
-
-  constructor(options: BGEM3ModelOptions = {}) {
-    if (options === null || typeof options !== 'object') invalid('options must be an object');
-    const { model, encoder, maxLength } = options;
-    if (model !== undefined && (typeof model !== 'string' || model.length === 0)) invalid(`model must be a model directory or a Hugging Face repo id, got ${JSON.stringify(model)}`);
-    if (encoder !== undefined && (encoder === null || typeof encoder.encode !== 'function')) invalid('encoder must be a TextEncoder3 (e.g. an M3Encoder)');
-    if (options.encoderOptions !== undefined && (options.encoderOptions === null || typeof options.encoderOptions !== 'object')) invalid('encoderOptions must be an object');
-    if (maxLength !== undefined && (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 2)) invalid(`maxLength must be an integer ≥ 2, got ${String(maxLength)}`);
-    this.options = options;
-    this.model = model ?? (typeof encoder?.modelId === 'string' ? encoder.modelId : DEFAULT_MODEL);
-    this.maxLength = maxLength;
-  }
-
-  /** The explicitly given encoder, if any. */
-  get explicit(): TextEncoder3 | undefined {
-    return this.options.encoder;
-  }
-
-  /** The encoder (loading it on first use). */
-  get(): Promise<TextEncoder3> {
-    const { encoder, dtype, onnxFile, hub, encoderOptions } = this.options;
-    if (encoder) return Promise.resolve(encoder);
-    // Only defined keys: M3Encoder.shared keys its map by the options' JSON.
-    const load: LoadOptions = { ...(encoderOptions ?? {}) };
-    if (dtype !== undefined) load.dtype = dtype;
-    if (onnxFile !== undefined) load.onnxFile = onnxFile;
-    if (hub !== undefined) load.hub = hub;
-    return M3Encoder.shared(this.model, load);
-  }
-
-  /** Per-call encode options (the configured `maxLength`). */
-  get encodeOptions(): { maxLength?: number } {
-    return this.maxLength !== undefined ? { maxLength: this.maxLength } : {};
-  }
+  if (!Object.values(MetadataMode).includes(value as MetadataMode)) invalid(`${name} must be a MetadataMode, got ${String(value)}`);
+  return value as MetadataMode;
 }
 
 /**
@@ -106,4 +62,31 @@ export function queryText(query: MessageContent | QueryBundle | null | undefined
   if (typeof query !== 'string' && !Array.isArray(query)) invalid(`${who}: the query must be a string or message content parts, got ${typeof query}`);
   if (Array.isArray(query) && !query.some((p) => p?.type === 'text')) invalid(`${who}: the query has no text part (BGE-M3 encodes text only)`);
   return extractText(query);
+}
+
+/** A node as a store document: its text and its metadata with the node itself (LlamaIndex's `_node_content`). */
+export function nodeToDocument(node: BaseNode): { id: string; text: string; metadata: Record<string, unknown> } {
+  return { id: node.id_, text: node.getContent(MetadataMode.NONE), metadata: nodeToMetadata(node, true) as Record<string, unknown> };
+}
+
+/** A store hit as a fresh node (recording where its vectors are stored). */
+export function hitToNode(store: M3Store, hit: M3Hit): BaseNode {
+  const node = metadataDictToNode(hit.metadata, { fallback: { id_: hit.id, text: hit.text } });
+  node.setContent(hit.text);
+  attachStored(node, store, hit.id);
+  return node;
+}
+
+/** A copy of `node` with `scores` under metadata `key`, a key hidden from embeddings and LLM prompts. */
+export function withScores(node: BaseNode, key: string | null, scores: Record<string, unknown>): BaseNode {
+  if (key === null) return node;
+  const copy = node.clone();
+  copy.metadata = { ...copy.metadata, [key]: scores };
+  const embedKeys = copy.excludedEmbedMetadataKeys ?? [];
+  const llmKeys = copy.excludedLlmMetadataKeys ?? [];
+  copy.excludedEmbedMetadataKeys = embedKeys.includes(key) ? embedKeys : [...embedKeys, key];
+  copy.excludedLlmMetadataKeys = llmKeys.includes(key) ? llmKeys : [...llmKeys, key];
+  const stored = storedOf<M3Store>(node);
+  if (stored) attachStored(copy, stored.store, stored.id);
+  return copy;
 }
