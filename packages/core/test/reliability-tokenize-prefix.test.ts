@@ -5,6 +5,8 @@
  * each whole text, truncated by hand: `[<s>] + pieces[:maxLength-2] + [</s>]`.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Tokenizer } from 'tokenizers';
@@ -110,4 +112,23 @@ test('a long text whose prefix gives too few pieces (zero-width and spaces only)
     assert.deepEqual(Array.from(got[i].ids), [m3.special.cls, ...p.slice(0, 6), m3.special.eos], `text ${i}`);
     assert.equal(got[i].truncated, p.length > 6);
   });
+});
+
+test('a tokenizer with another pipeline is not cut: every text is tokenised whole, with the same result as before', async () => {
+  const json = JSON.parse(readFileSync(TOKENIZER, 'utf8'));
+  json.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Punctuation', behavior: 'Isolated' }, json.pre_tokenizer] };
+  const dir = mkdtempSync(join(tmpdir(), 'bgem3-tok-'));
+  try {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    const m3 = M3Tokenizer.load(join(dir, 'tokenizer.json'));
+    assert.equal(m3.prefixSafe, false);
+    assert.equal(M3Tokenizer.load(TOKENIZER).prefixSafe, true, "the fixture's (BGE-M3's) pipeline is cut");
+    const text = 'words, and punctuation! '.repeat(2000);
+    const [got] = await m3.encode([text], 16);
+    assert.equal(m3.charsTokenized, text.length);
+    const ref = (await Tokenizer.fromString(JSON.stringify(json)).encodeBatch([text], { addSpecialTokens: false }))[0].getIds();
+    assert.deepEqual(Array.from(got.ids), [m3.special.cls, ...ref.slice(0, 14), m3.special.eos]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -47,6 +47,26 @@ export function cutPoint(text: string, minChars: number): number {
   return text.length;
 }
 
+/**
+ * True for the pipeline {@link cutPoint} is proven for: a Unigram model, a Metaspace
+ * pre-tokenizer that splits, and normalizers among Precompiled, right Strip and the `" {2,}"`
+ * Replace (BGE-M3 and XLM-R's tokenizer.json).
+ */
+function isXlmRobertaPipeline(json: unknown): boolean {
+  const j = json as { model?: { type?: unknown }; pre_tokenizer?: { type?: unknown; split?: unknown }; normalizer?: unknown };
+  if (j?.model?.type !== 'Unigram') return false;
+  if (j.pre_tokenizer?.type !== 'Metaspace' || j.pre_tokenizer.split === false) return false;
+  const n = j.normalizer as { type?: unknown; normalizers?: unknown[] } | null | undefined;
+  const list = n == null ? [] : n.type === 'Sequence' ? (n.normalizers ?? []) : [n];
+  return list.every((x) => {
+    const y = x as { type?: unknown; strip_left?: unknown; pattern?: { Regex?: unknown; String?: unknown } };
+    if (y?.type === 'Precompiled') return true;
+    if (y?.type === 'Strip') return y.strip_left === false;
+    if (y?.type === 'Replace') return y.pattern?.Regex === ' {2,}';
+    return false;
+  });
+}
+
 /** Grapheme-cluster Prepend characters (UAX #29 GB9b) ending a string: they join what follows. */
 const JOINS_NEXT = /[\p{Cf}\u0D4E\u{111C2}\u{111C3}\u{1193F}\u{11941}\u{11A3A}\u{11A84}-\u{11A89}\u{11D46}]$/u;
 /** Characters that join the preceding cluster (Extend, ZWJ, SpacingMark, emoji modifiers: GB9, GB9a), or a format character. */
@@ -97,7 +117,14 @@ export class M3Tokenizer {
   charsTokenized = 0;
   private readonly tok: Tokenizer;
 
-  private constructor(tok: Tokenizer, special: SpecialIds) {
+  /**
+   * Whether {@link cutPoint}'s argument holds for this tokenizer's pipeline (XLM-R's); when not,
+   * every text is tokenised whole (still at most {@link MAX_CHARS_PER_CALL} characters per call).
+   */
+  readonly prefixSafe: boolean;
+
+  private constructor(tok: Tokenizer, special: SpecialIds, prefixSafe: boolean) {
+    this.prefixSafe = prefixSafe;
     this.tok = tok;
     this.special = special;
     this.vocabSize = tok.getVocabSize(true);
@@ -115,8 +142,9 @@ export class M3Tokenizer {
       throw new M3Error('MODEL_NOT_FOUND', `tokenizer file not found: ${tokenizerJsonPath}`, { file: tokenizerJsonPath, cause });
     }
     let tok: Tokenizer;
+    let json: unknown;
     try {
-      JSON.parse(raw); // a clearer message than the native parser's for truncated files
+      json = JSON.parse(raw); // a clearer message than the native parser's for truncated files
       tok = Tokenizer.fromString(raw);
     } catch (cause) {
       throw new M3Error(
@@ -142,7 +170,7 @@ export class M3Tokenizer {
       pad: idOf('pad_token', '<pad>'),
       unk: idOf('unk_token', '<unk>'),
     };
-    return new M3Tokenizer(tok, special);
+    return new M3Tokenizer(tok, special, isXlmRobertaPipeline(json));
   }
 
   /**
@@ -159,7 +187,7 @@ export class M3Tokenizer {
     const out: TokenizedText[] = new Array(texts.length);
     const keep = maxLength - 2;
     let todo = texts.map((_, i) => i);
-    let budget = Math.max(256, keep * CHARS_PER_PIECE_GUESS);
+    let budget = this.prefixSafe ? Math.max(256, keep * CHARS_PER_PIECE_GUESS) : Infinity;
     while (todo.length > 0) {
       const retry: number[] = [];
       let group: Array<{ i: number; text: string; whole: boolean }> = [];
