@@ -416,7 +416,7 @@ export class M3Index implements M3Store {
       return new M3Index({ db, file, home: resolve(dir), meta, mirror, encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, readOnly, lockTimeoutMs });
     } catch (err) {
       db.close();
-      throw err;
+      sqliteError(file, err, 'loading the index');
     }
   }
 
@@ -542,12 +542,23 @@ export class M3Index implements M3Store {
   // Following other connections' commits
 
   private syncVersion(): void {
-    this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+    try {
+      this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+    } catch (err) {
+      sqliteError(this.file, err, 'reading the data version');
+    }
   }
 
   private readNextRid(): number {
-    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'docs'").get() as { seq: number } | undefined;
-    return Math.max(row?.seq ?? 0, this.mirror.lastRid) + 1;
+    let row: { seq: unknown } | undefined;
+    try {
+      row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'docs'").get() as { seq: unknown } | undefined;
+    } catch (err) {
+      sqliteError(this.file, err, 'reading the row sequence');
+    }
+    const seq = row?.seq ?? 0;
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) throw new M3Error('INDEX_INVALID', `${this.file}: invalid row sequence ${String(seq)}`, { file: this.file });
+    return Math.max(seq, this.mirror.lastRid) + 1;
   }
 
   /**
@@ -788,8 +799,14 @@ export class M3Index implements M3Store {
 
   private maybeCompact(): void {
     if (this.home === undefined) return;
-    const pages = this.db.pragma('page_count', { simple: true }) as number;
-    const free = this.db.pragma('freelist_count', { simple: true }) as number;
+    let pages: number;
+    let free: number;
+    try {
+      pages = this.db.pragma('page_count', { simple: true }) as number;
+      free = this.db.pragma('freelist_count', { simple: true }) as number;
+    } catch (err) {
+      sqliteError(this.file, err, 'reading the free space');
+    }
     if (pages >= COMPACT_MIN_PAGES && free > pages * COMPACT_FREE_SHARE) this.compactNow();
   }
 

@@ -16,7 +16,7 @@
  *
  *     meta(key, value)                       format, version, uuid, model, dim, vocabSize,
  *                                            colbertPrecision, maxLength, batchSize, count,
- *                                            deletionsTrimmed, metaCrc (CRC of the model fields)
+ *                                            deletionsTrimmed, metaCrc (CRC of all of them)
  *     docs(rid, id, metadata, dense, sparse, crc)   read whole at load (what search needs in memory)
  *     texts(rid, text, crc)                  read for the hits returned
  *     colbert(rid, data, crc)                read for the candidates being reranked
@@ -93,7 +93,8 @@ function invalid(file: string, what: string, cause?: unknown): never {
 export function sqliteError(file: string, err: unknown, doing: string): never {
   if (err instanceof M3Error) throw err;
   const code = (err as { code?: string }).code ?? '';
-  if (code === 'SQLITE_FULL' || code === 'SQLITE_IOERR' || code.startsWith('SQLITE_IOERR') || code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN') {
+  // Disk and permission trouble is not corruption (a short read is: the file is truncated).
+  if (code === 'SQLITE_FULL' || (code.startsWith('SQLITE_IOERR') && code !== 'SQLITE_IOERR_SHORT_READ') || code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') {
     throw new M3Error('INVALID_ARGUMENT', `${file}: ${doing} failed: ${(err as Error).message} (${code})`, { file, cause: err });
   }
   invalid(file, `${doing} failed: ${(err as Error).message}${code ? ` (${code})` : ''}`, err);
@@ -143,9 +144,9 @@ export function initDatabase(db: Db, identity: Omit<IndexIdentity, 'uuid'> & { m
   return meta;
 }
 
-/** The CRC of the identity fields (format, version, uuid, model, dim, vocabulary, precision). */
-export function identityCrc(m: IndexIdentity): number {
-  return crc32(Buffer.from(JSON.stringify([DB_FORMAT, DB_VERSION, m.uuid, m.modelId, m.dim, m.vocabSize, m.colbertPrecision])));
+/** The CRC of every meta field (an edited model, precision, count or setting is detected). */
+export function metaCrc(m: IndexMeta): number {
+  return crc32(Buffer.from(JSON.stringify([DB_FORMAT, DB_VERSION, m.uuid, m.modelId, m.dim, m.vocabSize, m.colbertPrecision, m.maxLength, m.batchSize, m.count, m.deletionsTrimmed])));
 }
 
 /** Writes every meta field (inside the caller's transaction). */
@@ -160,7 +161,7 @@ export function writeMeta(db: Db, m: IndexMeta): void {
   put.run('batchSize', String(m.batchSize));
   put.run('count', String(m.count));
   put.run('deletionsTrimmed', String(m.deletionsTrimmed));
-  put.run('metaCrc', String(identityCrc(m)));
+  put.run('metaCrc', String(metaCrc(m)));
 }
 
 /** Reads and checks meta (INDEX_INVALID naming the field when anything is off). */
@@ -198,7 +199,7 @@ export function readMeta(db: Db, file: string): IndexMeta {
     count: int('count', 0, 0x7fffffff),
     deletionsTrimmed: int('deletionsTrimmed', 0, Number.MAX_SAFE_INTEGER),
   };
-  if (m.get('metaCrc') !== String(identityCrc(meta))) invalid(file, 'meta checksum mismatch: the model, dimension, vocabulary or precision fields were edited');
+  if (m.get('metaCrc') !== String(metaCrc(meta))) invalid(file, 'meta checksum mismatch: its fields (model, dimension, vocabulary, precision, settings, count) were edited');
   return meta;
 }
 
