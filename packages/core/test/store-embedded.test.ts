@@ -13,6 +13,7 @@ import Database from 'better-sqlite3';
 import { M3Error } from '../src/errors.js';
 import { M3Index } from '../src/retrieval/m3-index.js';
 import { SparseIndex } from '../src/retrieval/sparse-index.js';
+import { metaCrc, readMeta } from '../src/store/embedded/database.js';
 import { FakeEncoder, corpus } from './helpers/fake-m3.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'bgem3-store-'));
@@ -151,8 +152,11 @@ describe('nothing returned aliases storage; hygiene at the boundary', () => {
     const index = await M3Index.open(dir, { encoder });
     await index.add(corpus(5, 2));
     await index.close();
+    // A crafted file: the count is huge and the meta checksum recomputed to match.
     const db = new Database(join(dir, 'index.sqlite'));
+    const meta = readMeta(db, 'x');
     db.prepare("UPDATE meta SET value = '2000000000' WHERE key = 'count'").run();
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'metaCrc'").run(String(metaCrc({ ...meta, count: 2000000000 })));
     db.close();
     const before = process.memoryUsage().arrayBuffers;
     await assert.rejects(M3Index.load(dir), codeOf('INDEX_INVALID', /5 documents, the index records 2000000000/));
