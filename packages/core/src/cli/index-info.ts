@@ -8,6 +8,7 @@
  * index's. `modelSource` is only a hint of where the model was loaded from.
  */
 import { M3Index } from '../retrieval/m3-index.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -29,6 +30,27 @@ export interface ModelSource {
   revision?: string;
   onnx?: string;
   dtype?: 'fp32' | 'q8';
+}
+
+/**
+ * The file `bgem3 index` writes next to the store's files to record where the model is, for
+ * stores that do not keep `modelSource` themselves. Read only when the store has no source.
+ */
+export const MODEL_SOURCE_FILE = 'bgem3-model-source.json';
+
+/** Records where the model of the index in `dir` was loaded from (see {@link MODEL_SOURCE_FILE}). */
+export async function writeModelSource(dir: string, source: ModelSource): Promise<void> {
+  await writeFileAtomic(join(dir, MODEL_SOURCE_FILE), `${JSON.stringify(source)}\n`);
+}
+
+async function readModelSourceFile(dir: string): Promise<string | undefined> {
+  try {
+    const text = await readFile(join(dir, MODEL_SOURCE_FILE), 'utf8');
+    JSON.parse(text);
+    return text.trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /** The accessor the store is asked to provide (see the file comment); used when present. */
@@ -57,6 +79,13 @@ async function fromManifest(dir: string): Promise<IndexInfo | undefined> {
  * INDEX_INVALID "not an M3Index directory") when `dir` is not a readable index.
  */
 export async function readIndexInfo(dir: string): Promise<IndexInfo> {
+  const info = await readStoreInfo(dir);
+  if (info.modelSource) return info;
+  const recorded = await readModelSourceFile(dir);
+  return recorded ? { ...info, modelSource: recorded } : info;
+}
+
+async function readStoreInfo(dir: string): Promise<IndexInfo> {
   const reader = M3Index as unknown as InfoReader;
   if (typeof reader.readInfo === 'function') return reader.readInfo(dir);
   const info = await fromManifest(dir);
@@ -64,11 +93,12 @@ export async function readIndexInfo(dir: string): Promise<IndexInfo> {
   // Not readable as we know it: let the store say what is wrong (it throws), without a model.
   const index = await M3Index.load(dir);
   try {
-    const settings = (index as unknown as { settings?: { maxLength?: number; colbertPrecision?: string } }).settings;
+    const settings = (index as unknown as { settings?: { maxLength?: number; colbertPrecision?: string; modelSource?: string } }).settings;
     return {
       modelId: index.modelId,
       colbertPrecision: settings?.colbertPrecision ?? index.colbertPrecision,
       ...(settings && 'maxLength' in settings ? { maxLength: settings.maxLength ?? null } : {}),
+      ...(typeof settings?.modelSource === 'string' ? { modelSource: settings.modelSource } : {}),
     };
   } finally {
     await index.close();

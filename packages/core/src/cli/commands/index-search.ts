@@ -9,7 +9,7 @@ import { M3Index, type M3IndexOptions } from '../../retrieval/m3-index.js';
 import type { M3Document } from '../../store/types.js';
 import type { M3Encoder } from '../../inference/encoder.js';
 import { parseWeights } from '../flag-values.js';
-import { modelSourceOf, readIndexInfo, type IndexInfo, type ModelSource } from '../index-info.js';
+import { modelSourceOf, readIndexInfo, writeModelSource, type IndexInfo, type ModelSource } from '../index-info.js';
 import { chunks, readJsonLines, sourceName } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
 import { assertWritableDirectory } from '../output-target.js';
@@ -114,7 +114,7 @@ export function registerIndex(program: Command): void {
         // The saved maxLength unless --max-length was given; the encoder's model id is checked by load.
         index = await M3Index.load(flags.out, { encoder, ...(given('maxLength') && flags.maxLength ? { maxLength: flags.maxLength } : {}) });
       } else {
-        // modelSource: where `bgem3 search` finds the model again (saved by stores that keep it).
+        // modelSource: where `bgem3 search` finds the model again (kept by stores that support it).
         const options: M3IndexOptions & { modelSource?: string } = {
           encoder,
           maxLength: flags.maxLength ?? 8192,
@@ -123,19 +123,26 @@ export function registerIndex(program: Command): void {
         };
         index = await M3Index.create(options);
       }
-      const source = sourceName(flags.input);
-      const started = Date.now();
-      let done = 0;
-      bar?.start(0, 0, { speed: '0' });
-      for await (const batch of chunks(readJsonLines(flags.input), 256)) {
-        await index.add(batch.map(([line, obj]) => toDocument(obj, line, source)));
-        done += batch.length;
-        bar?.setTotal(done);
-        bar?.update(done, { speed: (done / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1) });
+      try {
+        const source = sourceName(flags.input);
+        const started = Date.now();
+        let done = 0;
+        bar?.start(0, 0, { speed: '0' });
+        for await (const batch of chunks(readJsonLines(flags.input), 256)) {
+          await index.add(batch.map(([line, obj]) => toDocument(obj, line, source)));
+          done += batch.length;
+          bar?.setTotal(done);
+          bar?.update(done, { speed: (done / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1) });
+        }
+        bar?.stop();
+        await index.save(flags.out);
+        // Where `bgem3 search` finds the model again (model ids of local models are content hashes).
+        const recorded = info ? modelSourceOf(info) : undefined;
+        await writeModelSource(flags.out, info && !modelGiven && recorded ? recorded : sourceOfFlags(flags, encoder));
+        process.stdout.write(`${JSON.stringify({ index: flags.out, documents: index.size, model: encoder.modelId })}\n`);
+      } finally {
+        await index.close();
       }
-      bar?.stop();
-      await index.save(flags.out);
-      process.stdout.write(`${JSON.stringify({ index: flags.out, documents: index.size, model: encoder.modelId })}\n`);
     } finally {
       bar?.stop();
       await encoder.close();
@@ -176,8 +183,12 @@ export function registerSearch(program: Command): void {
         : await loadIndexModel(flags.index, info, { ...(flags.onnx ? { onnx: flags.onnx } : {}), ...offline }, 0);
       try {
         const index = await M3Index.load(flags.index, { encoder });
-        const results = await index.search(flags.query, { k: flags.k, fetchK: flags.fetchK, weights: flags.weights });
-        process.stdout.write(`${JSON.stringify({ query: flags.query, results })}\n`);
+        try {
+          const results = await index.search(flags.query, { k: flags.k, fetchK: flags.fetchK, weights: flags.weights });
+          process.stdout.write(`${JSON.stringify({ query: flags.query, results })}\n`);
+        } finally {
+          await index.close();
+        }
       } finally {
         await encoder.close();
       }
