@@ -6,7 +6,7 @@
  * set short (HubOptions.limits) so the file runs in seconds.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -169,6 +169,20 @@ describe('hostile Hub', () => {
     const err = await rejectsWith(downloadFiles([{ repo: BAAI, path: DATA }], opts()), 'INTEGRITY');
     assert.match(err.message, new RegExp(`size expected ${size}, got ${size + 7} \\(the total of the GET's Content-Range`));
     assert.deepEqual(incomplete(cacheDir), []);
+  });
+
+  test('lying sizes: a 416 whose total (bytes */N) disagrees with the HEAD size is INTEGRITY; the partial file is deleted', async () => {
+    const f = hub.file(BAAI, DATA);
+    const size = f.content.length;
+    // A partial file past the real end, and a HEAD claiming more: the resume asks beyond the end.
+    mkdirSync(blobsDir(cacheDir), { recursive: true });
+    writeFileSync(join(blobsDir(cacheDir), `${f.etag}.incomplete`), Buffer.concat([f.content, Buffer.alloc(10, 0x78)]));
+    hub.faults.sizes = { file: DATA, head: size + 20 };
+    const err = await rejectsWith(downloadFiles([{ repo: BAAI, path: DATA }], opts()), 'INTEGRITY');
+    assert.match(err.message, new RegExp(`size expected ${size + 20}, got ${size} \\(the size in the 416 response`));
+    assert.equal(hub.find({ method: 'GET', file: DATA })[0]?.range, `bytes=${size + 10}-`);
+    assert.deepEqual(incomplete(cacheDir), []);
+    assert.deepEqual(blobs(cacheDir), []);
   });
 
   test('lying sizes: a body shorter than its Content-Length stalls, then resumes from what arrived; the file is intact', async () => {
