@@ -49,27 +49,29 @@ export const REFERENCE_ALLOWANCE: Readonly<Record<ReferencePrecision, { readonly
 });
 
 /**
- * The drift of an int8 (`q8`) backbone from its fp32 original, measured here (onnxruntime-node
- * 1.30, `onnx/model_quantized.onnx` vs `onnx/model.onnx`, 25 texts, every pair), largest value
- * over two models:
+ * The drift of an int8 (`q8`) backbone from its fp32 original, measured here with
+ * {@link measureDrift} (onnxruntime-node 1.30, `onnx/model_quantized.onnx` vs `onnx/model.onnx`,
+ * golden.json's first 25 texts at max length 512, every ordered pair):
  *
- * | figure | tiny-m3-A fixture | full-size random BGE-M3 (`pnpm bench:gen`) |
- * |---|---|---|
- * | dense similarity | 1.09e-3 | 3.05e-3 |
- * | ColBERT score | 4.45e-3 | **4.81e-3** |
- * | lexical weight (per token) | 3.5e-2 | **6.64e-2** (before relu: this random head's weights are all ≤ 0 after it) |
+ * | figure | tiny-m3-A fixture | full-size random BGE-M3, seed 1 | seed 2 |
+ * |---|---|---|---|
+ * | dense similarity | 1.09e-3 | 3.05e-3 | 3.77e-3 |
+ * | ColBERT score | 4.45e-3 | 4.81e-3 | **7.00e-3** |
+ * | lexical weight (per token) | 3.52e-2 | **6.64e-2** ¹ | 3.68e-2 |
+ *
+ * ¹ Seed 1's random sparse head gives every token a weight ≤ 0, so its figure is the drift of
+ * `sparse_linear.pt` applied to both backbones' `last_hidden_state` before the relu.
+ * The full-size models are `node --import tsx bench/model-gen/generate.ts --out DIR --seed N`
+ * plus the same with `--dtype int8` (BGE-M3's exact shape, random weights).
  *
  * `dense` is the largest dense-type drift, `weights` the largest weight drift, each rounded up
- * to two digits. The fixture's row is re-measured by the tests with {@link measureDrift}; the
- * full-size row by the same function (dense, ColBERT) and, for the weights, by applying
- * `sparse_linear.pt` to both backbones' `last_hidden_state`. Real BAAI/bge-m3 int8 drift could
- * not be measured (its weights
- * cannot be downloaded on the development machines): random weights lack the outlier
- * activations that make trained models harder to quantise, so a real model may drift more. If
- * `bgem3 check --dtype q8` on the real model exceeds these, the deviation it prints is the
- * measurement to revise them with.
+ * to two digits. The tests re-measure the fixture and fail if it exceeds these. Real
+ * BAAI/bge-m3 int8 drift could not be measured (its weights cannot be downloaded on the
+ * development machines): random weights lack the outlier activations that make trained models
+ * harder to quantise, so a real model may drift more. If `bgem3 check --dtype q8` on the real
+ * model exceeds these, the deviation it prints is the measurement to revise them with.
  */
-export const Q8_MEASURED_DRIFT = Object.freeze({ dense: 4.9e-3, weights: 6.7e-2 });
+export const Q8_MEASURED_DRIFT = Object.freeze({ dense: 7.1e-3, weights: 6.7e-2 });
 
 /**
  * Widening of {@link Q8_MEASURED_DRIFT}: the same int8 file computes differently on CPUs with
@@ -84,8 +86,8 @@ export const Q8_CPU_MARGIN = 1.5;
  * `q8` model {@link Q8_CPU_MARGIN} × {@link Q8_MEASURED_DRIFT}. `override` (a reference file's
  * `tolerance`) replaces a class's value.
  *
- * fp32 vs an fp16 reference: dense 1e-3, weights 2e-3. q8 vs an fp16 reference: dense 8.35e-3,
- * weights 0.1025. q8 vs an fp32 reference: dense 7.45e-3, weights 0.1007.
+ * fp32 vs an fp16 reference: dense 1e-3, weights 2e-3. q8 vs an fp16 reference: dense 0.01165,
+ * weights 0.1025. q8 vs an fp32 reference: dense 0.01075, weights 0.1007.
  */
 export function checkTolerance(dtype: ModelDtype, precision: ReferencePrecision, override?: { dense?: number; weights?: number }): CheckTolerance {
   const base = REFERENCE_ALLOWANCE[precision];
