@@ -172,7 +172,8 @@ async function verifyOnce(encoder, opts, { remote, downloaded }) {
   if (bgeM3 && !downloaded) return undefined;
   const result = await checkModel(encoder, opts.dtype ? { dtype: opts.dtype } : {});
   if (result.verified && result.reference?.model === 'BAAI/bge-m3') return "model verified against BAAI's published example";
-  return result.summary; // the deviation, or the universal checks' verdict when no published figures apply
+  if (!result.ok) return `${result.summary} (every figure: pnpm -s bgem3 check --model ${opts.model}${opts.dtype ? ` --dtype ${opts.dtype}` : ''})`;
+  return result.summary; // the universal checks' verdict: no published figures apply to this model
 }
 
 async function main() {
