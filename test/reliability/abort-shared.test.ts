@@ -83,9 +83,21 @@ async function child(workers: number): Promise<void> {
   const [rx, ry] = await Promise.all([px, py]);
   await new Promise((r) => setTimeout(r, 200)); // a running batch may finish; nothing else may start
   const passes = enc.stats.forwardPasses - before;
+  // One signal shared by 40 concurrent calls (a server's shutdown signal): no listener-leak warning,
+  // and after they finish the signal holds no per-call listener.
+  const warnings: string[] = [];
+  process.on('warning', (w) => warnings.push(w.name));
+  const shared = new AbortController();
+  await Promise.all(Array.from({ length: 40 }, (_, i) => enc.encode([`shared signal ${i}`], { signal: shared.signal })));
+  const late = settle(enc.encode(['after the shared abort', 'x'.repeat(50)], { signal: shared.signal }));
+  shared.abort();
+  const lateResult = await late;
+  await new Promise((r) => setTimeout(r, 50));
   await enc.close();
   await reference.close();
-  process.stdout.write(`${JSON.stringify({ report, cancelled: { x: rx.ok ? 'resolved' : rx.code, y: ry.ok ? 'resolved' : ry.code, passes } })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ report, cancelled: { x: rx.ok ? 'resolved' : rx.code, y: ry.ok ? 'resolved' : ry.code, passes }, warnings, late: lateResult.ok ? 'resolved' : lateResult.code })}\n`,
+  );
 }
 
 if (process.env.BGEM3_ABORT_CHILD !== undefined) {
@@ -113,6 +125,8 @@ if (process.env.BGEM3_ABORT_CHILD !== undefined) {
         assert.deepEqual([out.cancelled.x, out.cancelled.y], ['ABORTED', 'ABORTED']);
         // 64 texts are 4+ batches; with both callers gone at most the batch already running finishes.
         assert.ok(out.cancelled.passes <= 1, `${out.cancelled.passes} batches ran after every caller aborted`);
+        assert.deepEqual(out.warnings, [], 'no MaxListenersExceededWarning for a signal shared by 40 calls');
+        assert.equal(out.late, 'ABORTED');
       });
     }
   });

@@ -326,6 +326,7 @@ export class M3Encoder implements TextEncoder3 {
     signal: AbortSignal | undefined,
     out: EncodeResult[],
   ): Promise<void> {
+    checkSignal(signal); // aborted while an earlier chunk ran
     const cache = this.cache;
     // With a cache, compute everything once so later calls for other outputs hit.
     const compute: Required<OutputSelection> = cache ? { dense: true, sparse: true, colbert: true } : want;
@@ -371,18 +372,20 @@ export class M3Encoder implements TextEncoder3 {
     );
     await new Promise<void>((resolve, reject) => {
       let left = false;
+      let unlisten = () => {};
       const leave = () => {
         left = true;
-        signal?.removeEventListener('abort', onAbort);
+        unlisten();
         for (const f of joined.keys()) f.waiters--;
       };
       // This caller alone gives up: shared work goes on for the others, and stops once nobody waits.
-      const onAbort = () => {
-        if (left) return;
-        leave();
-        reject(abortError(signal as AbortSignal));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal) {
+        unlisten = onAbort(signal, () => {
+          if (left) return;
+          leave();
+          reject(abortError(signal));
+        });
+      }
       all.then(
         () => {
           if (left) return;
@@ -519,6 +522,37 @@ function newFlight(text: string, key: string | undefined): Flight {
   });
   f.promise.catch(() => undefined); // observed by its waiters; one that nobody waits for is not unhandled
   return f;
+}
+
+/** Callbacks waiting for each signal: one 'abort' listener per signal, however many calls share it. */
+const abortWaiters = new WeakMap<AbortSignal, Set<() => void>>();
+
+/**
+ * Runs `cb` when `signal` aborts; returns the function that stops waiting. A signal shared by many
+ * concurrent calls (e.g. a server's shutdown signal) gets one listener, not one per call, so Node
+ * never warns about a listener leak.
+ */
+function onAbort(signal: AbortSignal, cb: () => void): () => void {
+  let set = abortWaiters.get(signal);
+  if (!set) {
+    const callbacks = new Set<() => void>();
+    set = callbacks;
+    abortWaiters.set(signal, callbacks);
+    signal.addEventListener(
+      'abort',
+      () => {
+        abortWaiters.delete(signal);
+        for (const f of [...callbacks]) f();
+      },
+      { once: true },
+    );
+  }
+  const mine = set;
+  const entry = () => cb();
+  mine.add(entry);
+  return () => {
+    mine.delete(entry);
+  };
 }
 
 function abortError(signal: AbortSignal): M3Error {
