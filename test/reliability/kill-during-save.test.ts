@@ -1,29 +1,23 @@
 /**
- * A process SIGKILLed while the LangChain or LlamaIndex sparse retriever is saving must leave the
- * previous file loadable (core's M3Index and SparseIndex have such tests; the adapters' own file
- * formats did not). The subject is the save path, not the model, so a fast deterministic fake
- * encoder stands in for BGE-M3.
+ * A process SIGKILLed while an M3Index commits a large batch (its write-ahead log being written)
+ * must leave the index loadable as exactly the state before the batch or exactly the state
+ * after it. (The framework adapters keep no files of their own any more: they are views of a
+ * store, so the store's commit is the one save path.) A fast deterministic fake encoder stands in
+ * for BGE-M3: the subject is the commit, not the model.
  *
- * This file is also the child: with BGEM3_REL_SAVE_CHILD set it builds a small retriever A and a
- * large one B (~5 MB file), reports their fingerprints, then saves B, A, B, … over one path,
- * printing `SAVING x` / `SAVED x` around each save. The parent kills it 0 or 5 ms after the first
- * save of B has created its temporary file, i.e. while the large file is being written over the
- * small one.
+ * This file is also the child: with BGEM3_REL_SAVE_CHILD set it opens the index as its writer,
+ * encodes a large batch B up front, prints READY, then commits B in one transaction and prints
+ * COMMITTED. The parent kills it 0 or 5 ms after the log file first changes, i.e. while B is
+ * being written; store-processes.test.ts in core covers kills at random moments in loops.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, watch } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { watch } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { EncodeOptions, EncodeResult, TextEncoder3 } from '@bgem3/core';
-import type { BGEM3SparseRetriever as LangChainSparse } from '@bgem3/langchain';
-import type { BGEM3SparseRetriever as LlamaSparse } from '@bgem3/llamaindex';
+import { M3Index, type EncodeOptions, type EncodeResult, type TextEncoder3 } from '@bgem3/core';
 import { tempDir } from './helpers.ts';
-
-// Each framework is imported only by the runs that use it (a child needs one: startup time).
-const langchain = async () => ({ ...(await import('@bgem3/langchain')), ...(await import('@langchain/core/documents')) });
-const llamaindex = async () => ({ ...(await import('@bgem3/llamaindex')), ...(await import('./llamaindex.ts')) });
 
 function hash(s: string, seed = 0): number {
   let h = 2166136261 ^ seed;
@@ -31,158 +25,124 @@ function hash(s: string, seed = 0): number {
   return h >>> 0;
 }
 
-/** Words → token ids by hash, a weight per word: sparse vectors only, instantly. */
-class FakeSparseEncoder implements TextEncoder3 {
-  readonly modelId = 'fake/sparse-for-kill-test';
-  readonly dim = 8;
+/** Words → token ids and vectors by hash: all three outputs, instantly. */
+class FakeEncoder implements TextEncoder3 {
+  readonly modelId = 'fake/m3-for-kill-test';
+  readonly dim = 64;
   readonly vocabSize = 30000;
-  async encode(texts: readonly string[], _options?: EncodeOptions): Promise<EncodeResult[]> {
+  async encode(texts: readonly string[], options?: EncodeOptions): Promise<EncodeResult[]> {
     return texts.map((t) => {
+      const words = t.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean);
       const w = new Map<number, number>();
-      for (const word of t.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean)) {
-        const id = 4 + (hash(word) % (this.vocabSize - 4));
-        w.set(id, Math.max(w.get(id) ?? 0, Math.fround(0.05 + (hash(word, 7) % 500) / 1000)));
-      }
+      for (const word of words) w.set(4 + (hash(word) % (this.vocabSize - 4)), Math.fround(0.05 + (hash(word, 7) % 500) / 1000));
       const indices = Uint32Array.from([...w.keys()].sort((a, b) => a - b));
-      return { tokens: w.size + 2, truncated: false, sparse: { indices, values: Float32Array.from(indices, (i) => w.get(i) as number) } };
+      const dense = new Float32Array(this.dim);
+      for (const word of words) dense[hash(word, 3) % this.dim] += 1;
+      const norm = Math.hypot(...dense) || 1;
+      const rows = Math.min(words.length, 64) + 1;
+      const colbert = new Float32Array(rows * this.dim);
+      for (let r = 0; r < rows; r++) colbert[r * this.dim + (hash(words[r] ?? '</s>', 5) % this.dim)] = 1;
+      return {
+        tokens: words.length + 2,
+        truncated: false,
+        dense: dense.map((x) => x / norm),
+        sparse: { indices, values: Float32Array.from(indices, (i) => w.get(i) as number) },
+        ...(options?.colbert ? { colbert: { data: colbert, count: rows, dim: this.dim } } : {}),
+      };
     });
   }
 }
 
 const WORDS = 'apple banana cherry river mountain ocean forest desert city village music painting science history energy water fire stone cloud wind'.split(' ');
-function texts(n: number, seed: number, words: number): string[] {
-  return Array.from({ length: n }, (_, i) => Array.from({ length: words }, (_, j) => WORDS[hash(`${i}:${j}`, seed) % WORDS.length]).join(' ') + ` doc${seed}x${i}`);
+function docs(n: number, seed: number, words: number) {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `s${seed}-${i}`,
+    text: Array.from({ length: words }, (_, j) => WORDS[hash(`${i}:${j}`, seed) % WORDS.length]).join(' ') + ` doc${seed}x${i}`,
+    metadata: { seed, i },
+  }));
 }
 const SMALL = { n: 30, seed: 1, words: 8 };
-const LARGE = { n: 2500, seed: 2, words: 300 }; // ~4.5 MB of text in the saved file
+const LARGE = { n: 1500, seed: 2, words: 300 }; // ~15 MB committed in one transaction
 const QUERIES = ['apple river', 'music fire stone', 'doc1x7 cloud'];
 
-type Adapter = 'langchain' | 'llamaindex';
-interface Built {
-  size: number;
-  save(path: string): Promise<void>;
-  fingerprint(): Promise<string>;
+async function fingerprint(index: M3Index): Promise<string> {
+  return JSON.stringify({ size: index.size, hits: await Promise.all(QUERIES.map(async (q) => (await index.search(q, { k: 5 })).map((h) => [h.id, h.score, h.text]))) });
 }
 
-async function build(adapter: Adapter, spec: typeof SMALL, encoder: TextEncoder3): Promise<Built> {
-  const all = texts(spec.n, spec.seed, spec.words);
-  if (adapter === 'langchain') {
-    const { BGEM3SparseRetriever, Document } = await langchain();
-    const r = await BGEM3SparseRetriever.fromDocuments(all.map((pageContent, i) => new Document({ id: `s${spec.seed}-${i}`, pageContent })), { encoder, k: 5 });
-    return wrapLangChain(r);
-  }
-  const { BGEM3SparseRetriever, TextNode } = await llamaindex();
-  const r = await BGEM3SparseRetriever.fromNodes(all.map((text, i) => new TextNode({ id_: `s${spec.seed}-${i}`, text })), { encoder, topK: 5 });
-  return wrapLlama(r);
-}
-
-function wrapLangChain(r: LangChainSparse): Built {
-  return {
-    size: r.size,
-    save: (p) => r.save(p),
-    fingerprint: async () => JSON.stringify({ size: r.size, hits: await Promise.all(QUERIES.map(async (q) => (await r.invoke(q)).map((d) => [d.id, d.metadata.sparseScore]))) }),
-  };
-}
-
-function wrapLlama(r: LlamaSparse): Built {
-  return {
-    size: r.size,
-    save: (p) => r.save(p),
-    fingerprint: async () => JSON.stringify({ size: r.size, hits: await Promise.all(QUERIES.map(async (q) => (await r.retrieve(q)).map((h) => [h.node.id_, h.score]))) }),
-  };
-}
-
-async function load(adapter: Adapter, path: string, encoder: TextEncoder3): Promise<Built> {
-  if (adapter === 'langchain') return wrapLangChain(await (await langchain()).BGEM3SparseRetriever.load(path, { encoder }));
-  return wrapLlama(await (await llamaindex()).BGEM3SparseRetriever.load(path, { encoder, topK: 5 })); // (topK is an option of load, not stored)
-}
-
-const childSpec = process.env.BGEM3_REL_SAVE_CHILD;
-if (childSpec) {
-  const { adapter, path } = JSON.parse(childSpec) as { adapter: Adapter; path: string };
-  const encoder = new FakeSparseEncoder();
-  const a = await build(adapter, SMALL, encoder);
-  const b = await build(adapter, LARGE, encoder);
-  process.stdout.write(`READY ${JSON.stringify({ a: await a.fingerprint(), b: await b.fingerprint() })}\n`);
-  for (let i = 0; ; i++) {
-    const [name, r] = i % 2 === 0 ? ['B', b] : ['A', a];
-    process.stdout.write(`SAVING ${name}\n`);
-    await r.save(path);
-    process.stdout.write(`SAVED ${name}\n`);
-  }
+const encoder = new FakeEncoder();
+const childDir = process.env.BGEM3_REL_SAVE_CHILD;
+if (childDir) {
+  const index = await M3Index.open(childDir, { encoder });
+  const big = docs(LARGE.n, LARGE.seed, LARGE.words);
+  const encoded = (await encoder.encode(big.map((d) => d.text), { dense: true, sparse: true, colbert: true })).map((encoding, i) => ({ ...big[i], encoding }));
+  process.stdout.write('READY\n');
+  await index.addEncoded(encoded);
+  process.stdout.write('COMMITTED\n');
+  await new Promise(() => undefined); // wait to be killed
 } else {
   const self = fileURLToPath(import.meta.url);
 
-  /**
-   * Runs a child until its first save of B (over the A the parent wrote) has created its
-   * temporary file, i.e. is writing, then kills it `delayMs` later. Returns the fingerprints and
-   * whether the kill came before that save finished.
-   */
-  async function killMidWrite(adapter: Adapter, path: string, delayMs: number): Promise<{ a: string; b: string; midSave: boolean }> {
-    // Watch for the save's temporary file from before the child starts (inotify: no polling
-    // delay, so the kill lands inside the write even where the disk is fast). The child's first
-    // save is B's, so the first temporary file to appear is B's.
-    const tmpPrefix = `.${basename(path)}.`;
-    let killNow: () => void = () => undefined;
-    const tmpSeen = new Promise<void>((res) => (killNow = res));
-    const watcher = watch(dirname(path), (_event, name) => {
-      if (name && String(name).startsWith(tmpPrefix) && String(name).endsWith('.tmp')) killNow();
-    });
+  /** Runs a child, kills it `delayMs` after its commit starts writing the log; returns whether it had finished. */
+  async function killMidCommit(dir: string, delayMs: number): Promise<{ midCommit: boolean }> {
     const child = spawn(process.execPath, ['--import', 'tsx', self], {
-      cwd: dirname(self),
-      env: { ...process.env, BGEM3_REL_SAVE_CHILD: JSON.stringify({ adapter, path }) },
+      env: { ...process.env, BGEM3_REL_SAVE_CHILD: dir },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    // 'close' (not 'exit'): fires once stdout is drained, so the READY line has been read.
     const exited = new Promise<NodeJS.Signals | null>((res) => child.on('close', (_c, sig) => res(sig)));
     let out = '';
-    let fps: { a: string; b: string } | undefined;
+    let ready: () => void = () => undefined;
+    const isReady = new Promise<void>((res) => (ready = res));
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
-      const ready = /READY (.*)\n/.exec(out);
-      if (ready && !fps) fps = JSON.parse(ready[1]);
+      if (out.includes('READY\n')) ready();
+    });
+    await Promise.race([isReady, exited.then(() => assert.fail(`child exited early: ${out}`))]);
+    // inotify on the directory: the first change of the log after READY is B's commit writing.
+    let writing: () => void = () => undefined;
+    const isWriting = new Promise<void>((res) => (writing = res));
+    const watcher = watch(dir, (_e, name) => {
+      if (String(name) === 'index.sqlite-wal') writing();
     });
     try {
-      await Promise.race([
-        tmpSeen,
-        exited.then(() => {
-          throw new Error(`child exited early: ${out}`);
-        }),
-      ]);
+      await Promise.race([isWriting, exited.then(() => assert.fail(`child exited early: ${out}`))]);
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       child.kill('SIGKILL');
     } finally {
       watcher.close();
     }
     assert.equal(await exited, 'SIGKILL');
-    assert.ok(fps, `the child reported its fingerprints before saving: ${out}`);
-    return { ...fps, midSave: !out.includes('SAVED B') };
+    return { midCommit: !out.includes('COMMITTED') };
   }
 
-  describe('BGEM3SparseRetriever.save under SIGKILL', { concurrency: true }, () => {
-    for (const adapter of ['langchain', 'llamaindex'] as const) {
-      test(`${adapter}: the file always loads as the complete old or the complete new retriever (2 kills while the file is written)`, async (t) => {
-        const dir = tempDir(`bgem3-rel-kill-${adapter}-`);
-        const encoder = new FakeSparseEncoder();
-        const a = await build(adapter, SMALL, encoder);
-        const aPrint = await a.fingerprint();
-        const outcomes: string[] = [];
-        for (const delay of [0, 5]) {
-          const path = join(dir, `sparse-${delay}.bin`);
-          await a.save(path); // the previous file: A
-          const fps = await killMidWrite(adapter, path, delay);
-          assert.equal(fps.a, aPrint, 'the child built the same small retriever');
-          const loaded = await load(adapter, path, encoder);
-          const fp = await loaded.fingerprint();
-          assert.ok(fp === fps.a || fp === fps.b, `kill ${delay} ms into saving B: the file is neither A nor B`);
-          outcomes.push(`${delay} ms after the temporary file appeared: ${fps.midSave ? 'mid-write' : 'after the save'} → ${fp === fps.a ? 'A (old)' : 'B (new)'}`);
+  describe('M3Index commit under SIGKILL', () => {
+    test('the index always loads as the complete state before or after the batch (kills while the log is written)', async (t) => {
+      const outcomes: string[] = [];
+      let sizes: number[] = [];
+      for (const delay of [0, 5]) {
+        const dir = join(tempDir('bgem3-rel-kill-m3index-'), 'index');
+        const a = await M3Index.open(dir, { encoder });
+        await a.add(docs(SMALL.n, SMALL.seed, SMALL.words));
+        const aPrint = await fingerprint(a);
+        await a.close();
+        const { midCommit } = await killMidCommit(dir, delay);
+        const loaded = await M3Index.load(dir, { encoder, readOnly: true });
+        const fp = await fingerprint(loaded);
+        sizes = [SMALL.n, SMALL.n + LARGE.n];
+        assert.ok(sizes.includes(loaded.size), `kill ${delay} ms into the commit: ${loaded.size} documents`);
+        if (loaded.size === SMALL.n) assert.equal(fp, aPrint, 'the state before the batch, intact');
+        else {
+          assert.equal((await loaded.get(`s2-${LARGE.n - 1}`))?.metadata.i, LARGE.n - 1, 'the whole batch');
+          assert.equal((await loaded.search('doc2x17', { k: 1 }))[0]?.id, 's2-17');
         }
-        // The killed writer may leave its temporary file (`.<name>.<pid>.<random>.tmp`) beside the target.
-        const leftovers = readdirSync(dir).filter((f) => f.endsWith('.tmp'));
-        t.diagnostic(`${outcomes.join('; ')}; temporary files left by killed writers: ${leftovers.length}`);
-        assert.ok(outcomes.some((o) => o.includes('mid-write')), 'at least one kill landed while the file was being written');
-      });
-    }
+        await loaded.close();
+        // The killed writer's lock is gone with it: the index opens for writing again.
+        const again = await M3Index.open(dir, { encoder });
+        await again.add([{ id: 'after', text: 'apple after the kill' }]);
+        await again.close();
+        outcomes.push(`${delay} ms after the log first changed: ${midCommit ? 'mid-commit' : 'after the commit'} → ${loaded.size === SMALL.n ? 'before (old)' : 'after (new)'}`);
+      }
+      t.diagnostic(outcomes.join('; '));
+      assert.ok(outcomes.some((o) => o.includes('mid-commit')), 'at least one kill landed while the batch was being committed');
+    });
   });
 }
-
