@@ -9,8 +9,9 @@
 // building.
 //
 // Usage: node ensure-built.mjs [--cli] core [langchain] [llamaindex] [pgvector]
-//   --cli   for the `bgem3` launcher: nothing is printed on success, a failed build prints one
-//           `bgem3: …` line (the CLI's error form) and exits 1.
+//   --cli   for the `bgem3` launcher: nothing is printed on success (one progress line when
+//           stderr is a terminal), a failed build prints one `bgem3: …` line (the CLI's error
+//           form) and exits 1.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -108,7 +109,9 @@ export function ensureBuilt(wanted, { cli = false } = {}) {
     const stale = needsBuild(); // another process may have built them while we waited
     if (stale.length === 0) return true;
     const names = stale.map((n) => `@bgem3/${n}`);
+    // The CLI stays quiet (its stderr is for errors) unless a person is watching the terminal.
     if (!cli) process.stderr.write(`Building ${names.join(', ')} (not built yet, or sources changed)…\n`);
+    else if (process.stderr.isTTY) process.stderr.write(`bgem3: building ${names.join(', ')} first (not built yet, or sources changed)…\n`);
     const args = ['-r', ...names.flatMap((n) => ['--filter', `${n}...`]), 'run', 'build'];
     const r = spawnSync('pnpm', args, { cwd: root, stdio: ['ignore', 'ignore', cli ? 'pipe' : 'inherit'], shell: process.platform === 'win32' });
     if (r.status === 0) return true;
