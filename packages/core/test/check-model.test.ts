@@ -112,7 +112,7 @@ describe('checkModel on tiny-m3-A', () => {
     }
   });
 
-  test('a perturbed ONNX initializer fails with the dense-type output that moved most', async () => {
+  test('a perturbed ONNX initializer fails, naming the figure furthest off for its tolerance', async () => {
     const damaged = copyFixture(join(dir, 'onnx-damaged'));
     const W = g.input_ids[0][1]; // the first piece of "What is BGE M3?"
     // alternating signs: a constant shift or a scaling would be undone by the embedding LayerNorm
