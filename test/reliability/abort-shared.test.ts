@@ -83,6 +83,19 @@ async function child(workers: number): Promise<void> {
   const [rx, ry] = await Promise.all([px, py]);
   await new Promise((r) => setTimeout(r, 200)); // a running batch may finish; nothing else may start
   const passes = enc.stats.forwardPasses - before;
+  // A batch queued behind another caller's long one, whose only caller aborts, never runs.
+  const before2 = enc.stats.forwardPasses;
+  let longDone = false;
+  const pLong = settle(enc.encode(['long text '.repeat(5000)])).finally(() => (longDone = true)); // 8,192 tokens
+  await new Promise((r) => setTimeout(r, 100)); // tokenised and running
+  const q = new AbortController();
+  const pq = settle(enc.encode(['queued one', 'queued two'], { signal: q.signal }));
+  await new Promise((r) => setTimeout(r, 20));
+  const longRunningAtAbort = !longDone;
+  q.abort();
+  const [rLong, rq] = await Promise.all([pLong, pq]);
+  await new Promise((r) => setTimeout(r, 100));
+  const queued = { long: rLong.ok ? 'resolved' : rLong.code, aborted: rq.ok ? 'resolved' : rq.code, passes: enc.stats.forwardPasses - before2, longRunningAtAbort };
   // One signal shared by 40 concurrent calls (a server's shutdown signal): no listener-leak warning,
   // and after they finish the signal holds no per-call listener.
   const warnings: string[] = [];
@@ -96,7 +109,7 @@ async function child(workers: number): Promise<void> {
   await enc.close();
   await reference.close();
   process.stdout.write(
-    `${JSON.stringify({ report, cancelled: { x: rx.ok ? 'resolved' : rx.code, y: ry.ok ? 'resolved' : ry.code, passes }, warnings, late: lateResult.ok ? 'resolved' : lateResult.code })}\n`,
+    `${JSON.stringify({ report, cancelled: { x: rx.ok ? 'resolved' : rx.code, y: ry.ok ? 'resolved' : ry.code, passes }, warnings, late: lateResult.ok ? 'resolved' : lateResult.code, queued })}\n`,
   );
 }
 
@@ -127,6 +140,13 @@ if (process.env.BGEM3_ABORT_CHILD !== undefined) {
         assert.ok(out.cancelled.passes <= 1, `${out.cancelled.passes} batches ran after every caller aborted`);
         assert.deepEqual(out.warnings, [], 'no MaxListenersExceededWarning for a signal shared by 40 calls');
         assert.equal(out.late, 'ABORTED');
+        assert.equal(out.queued.long, 'resolved');
+        assert.ok(['ABORTED', 'resolved'].includes(out.queued.aborted), out.queued.aborted); // resolved: it ran before its abort (in-thread, the long run blocks the timers)
+        // With a worker the aborted call's batch waited in the pool's queue and was dropped there.
+        if (workers > 0 && out.queued.longRunningAtAbort) {
+          assert.equal(out.queued.aborted, 'ABORTED');
+          assert.equal(out.queued.passes, 1, `${out.queued.passes} batches ran; the aborted call's should not have`);
+        }
       });
     }
   });
