@@ -13,6 +13,7 @@ import { parseCheckReference } from '../src/check/reference.ts';
 import { checkTolerance, Q8_MEASURED_DRIFT } from '../src/check/tolerance.ts';
 import { M3Encoder } from '../src/inference/encoder.ts';
 import { copyFixture, editInitializerRow, goldenReference, modelCardReference, shiftSparseBias } from './helpers/check-reference.ts';
+import { FakeHub, fixtureRepos } from './helpers/fake-hub.ts';
 import { FIXTURE, golden } from './helpers/fixture.ts';
 
 const g = golden();
@@ -207,6 +208,34 @@ describe('checkModel on tiny-m3-A', () => {
     const none = await checkModel(enc, { reference: 'none' });
     assert.equal(none.applies, false);
     assert.match(none.summary, /^no reference compared; universal checks passed/);
+  });
+
+  test("loaded from the Hub repo BAAI/bge-m3 (here a fake Hub serving the fixture), BAAI's figures apply by repo and the deviation is reported", async () => {
+    const hub = await FakeHub.start({ repos: fixtureRepos() });
+    const cacheDir = join(dir, 'hf-cache');
+    try {
+      for (const dtype of [undefined, 'q8'] as const) {
+        const e = await M3Encoder.load('BAAI/bge-m3', { workers: 0, ...(dtype ? { dtype } : {}), hub: { endpoint: hub.url, cacheDir } });
+        try {
+          const r = await checkModel(e);
+          assert.equal(r.applies, true);
+          assert.deepEqual(r.reference, { model: 'BAAI/bge-m3', source: BGE_M3_REFERENCE.source, precision: 'fp16', basis: 'hub-repo' });
+          assert.equal(r.dtype, dtype ?? 'fp32', 'q8 is recognised from the preset graph in the model id');
+          assert.deepEqual(r.tolerance, checkTolerance(dtype ?? 'fp32', 'fp16'));
+          assert.match(r.reason, new RegExp(`loaded from the Hub repo ${dtype ? 'Xenova' : 'BAAI'}/bge-m3`));
+          assert.equal(r.ok, false);
+          assert.equal(r.verified, false);
+          assert.match(r.summary, /^check failed: (dense similarity|lexical weight|lexical matching score|ColBERT score) \S+.* is off by /);
+          const missing = r.figures.filter((f) => f.note === 'not produced by the model');
+          assert.ok(missing.length >= 10 && missing.every((f) => f.value === 0 && f.published! > 0), "the fixture's tokenizer makes few of BAAI's tokens");
+          assert.ok(r.universal.every((u) => u.status === 'pass'));
+        } finally {
+          await e.close();
+        }
+      }
+    } finally {
+      await hub.close();
+    }
   });
 
   test("BAAI's published figures on the fixture fail honestly when forced (they are not its figures)", async () => {
