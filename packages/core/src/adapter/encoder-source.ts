@@ -160,6 +160,10 @@ export class EncoderSource {
     if (given && base.encoder && given !== base.encoder && given.modelId !== base.encoder.modelId) {
       invalid(`encoder is model ${JSON.stringify(given.modelId)}, but ${base.what} uses ${JSON.stringify(base.encoder.modelId)}: give one of them`);
     }
+    const theirs = base.source?.givenEncoder;
+    if (given && theirs && given !== theirs && given.modelId !== theirs.modelId) {
+      invalid(`encoder is model ${JSON.stringify(given.modelId)}, but ${base.what} uses ${JSON.stringify(theirs.modelId)}: give one of them`);
+    }
     if (given) this.verify(given, base);
     if (this.modelName !== undefined && base.source?.explicit && base.source.modelName !== undefined && base.source.modelName !== this.modelName) {
       invalid(`model is ${JSON.stringify(this.modelName)}, but ${base.what} uses ${JSON.stringify(base.source.modelName)}: give one of them`);
@@ -190,6 +194,23 @@ export class EncoderSource {
   private async resolve(): Promise<TextEncoder3> {
     const base = typeof this.base === 'function' ? this.base() : this.base;
     if (typeof this.base === 'function' && base) this.checkAgainst(base, false);
+    const own = await this.resolveOwn(base);
+    // A model chosen here must be the one of what the class is built on (an embeddings object, a retriever).
+    if (own && base?.source && this.explicit) {
+      const theirs = await base.source.get();
+      if (theirs.modelId !== own.modelId) {
+        throw new M3Error('INDEX_MISMATCH', `this class uses model ${JSON.stringify(own.modelId)}, but ${base.what} is ${JSON.stringify(theirs.modelId)}: give one model (or none, to use theirs)`);
+      }
+    }
+    if (own) return own;
+    if (base?.encoder) return this.verify(base.encoder, base);
+    if (base?.source) return this.verify(await base.source.get(), base);
+    if (base?.modelId !== undefined) return this.reload(base as ModelBase & { modelId: string });
+    return sharedEncoder(DEFAULT_MODEL, this.load);
+  }
+
+  // The encoder chosen for this class itself (encoder, endpoint or model), if any.
+  private async resolveOwn(base: ModelBase | undefined): Promise<TextEncoder3 | undefined> {
     if (this.given) return this.given;
     if (this.endpoint !== undefined) {
       if (!this.remote) {
@@ -202,9 +223,12 @@ export class EncoderSource {
       return this.verify(await this.remote, base);
     }
     if (this.modelName !== undefined) return this.verify(await sharedEncoder(this.modelName, this.load), base);
-    if (base?.encoder) return this.verify(base.encoder, base);
-    if (base?.source) return this.verify(await base.source.get(), base);
-    if (base?.modelId !== undefined) {
+    return undefined;
+  }
+
+  // A store saved without its encoder: its model, named by its model id, loaded again.
+  private async reload(base: ModelBase & { modelId: string }): Promise<TextEncoder3> {
+    {
       const saved = modelFromId(base.modelId);
       if (!saved) {
         invalid(`${base.what} was made with model ${JSON.stringify(base.modelId)} and has no encoder: pass { model } (or { encoder }) of that model`);
@@ -218,7 +242,6 @@ export class EncoderSource {
         throw err;
       }
     }
-    return sharedEncoder(DEFAULT_MODEL, this.load);
   }
 
   /** Encodes with this source's `maxLength`. */
