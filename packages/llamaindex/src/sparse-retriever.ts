@@ -6,7 +6,7 @@
  */
 import { M3Error, M3Index, type M3Store } from '@bgem3/core';
 import { EncoderSource, attachSource, bool, checkOptions, invalid, positiveInt, sourceOf } from '@bgem3/core/adapter';
-import { BaseRetriever, DEFAULT_SIMILARITY_TOP_K, MetadataMode, Settings, type BaseDocumentStore, type BaseNode, type Document, type NodeParser, type NodeWithScore, type QueryBundle } from 'llamaindex';
+import { BaseRetriever, MetadataMode, Settings, type BaseDocumentStore, type BaseNode, type Document, type NodeParser, type NodeWithScore, type QueryBundle } from 'llamaindex';
 import { readFile } from 'node:fs/promises';
 import { BGEM3VectorStore } from './vector-store.js';
 import { MODEL_KEYS, checkStore, hitToNode, metadataModeOf, queryText, settingsBase, type BGEM3ModelOptions } from './shared.js';
@@ -25,7 +25,7 @@ export interface BGEM3SparseRetrieverOptions extends BGEM3ModelOptions {
   docIds?: string[];
   /** With a docStore: re-read it on every query, indexing only new or changed nodes (default true). */
   syncOnRetrieve?: boolean;
-  /** Results per query (default 2, LlamaIndex's DEFAULT_SIMILARITY_TOP_K; Bm25Retriever's is 10). */
+  /** Results per query (default 10, as Bm25Retriever). */
   topK?: number;
   /**
    * Which node text is indexed, for nodes and docStores (default `MetadataMode.NONE`, as
@@ -42,6 +42,8 @@ export interface BGEM3SparseFromDocumentsOptions extends Omit<BGEM3SparseRetriev
 
 const KEYS = [...MODEL_KEYS, 'store', 'vectorStore', 'nodes', 'docStore', 'docIds', 'syncOnRetrieve', 'topK', 'metadataMode'];
 const LEGACY_MAGIC = 'BGM3LISP';
+/** Bm25Retriever's default topK. */
+const BM25_TOP_K = 10;
 
 /**
  * BGE-M3 sparse (lexical-weight) retrieval: a node scores Σ over the tokens it shares with the
@@ -77,7 +79,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
     if (docStore !== undefined && typeof docStore?.docs !== 'function') invalid('docStore must be a BaseDocumentStore');
     if (docIds !== undefined && (!Array.isArray(docIds) || docStore === undefined)) invalid('docIds must be an array of node ids, with a docStore');
     if (nodes !== undefined && !Array.isArray(nodes)) invalid('nodes must be an array of nodes');
-    this.topK = positiveInt(o.topK, 'topK', DEFAULT_SIMILARITY_TOP_K);
+    this.topK = positiveInt(o.topK, 'topK', BM25_TOP_K);
     this.metadataMode = metadataModeOf(o.metadataMode, MetadataMode.NONE);
     if ((store !== undefined || vectorStore !== undefined) && o.metadataMode !== undefined) invalid('metadataMode applies to nodes and docStores (a store was encoded when its documents were added)');
     this.docStore = docStore;
@@ -201,7 +203,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
       vs = await this.ownStore();
     }
     const [q] = await this.source.encode([text], { dense: false, sparse: true });
-    const hits = await vs.store.searchSparse(q as NonNullable<typeof q>, { k: positiveInt(this.topK, 'topK', DEFAULT_SIMILARITY_TOP_K) });
+    const hits = await vs.store.searchSparse(q as NonNullable<typeof q>, { k: positiveInt(this.topK, 'topK', BM25_TOP_K) });
     return hits.map((h) => ({ node: hitToNode(vs.store, h), score: h.score }));
   }
 }
