@@ -1,68 +1,102 @@
 /**
- * PgM3Store benchmark on PGlite (PostgreSQL 18 + pgvector 0.8.7 compiled to WebAssembly, in
- * this process), with generated M3-shaped data: dense unit vectors of 1024, sparse weights of
- * ~150 non-zeros over the 250,002-id vocabulary (Zipfian tokens, as bench/retrieval.bench.ts),
- * no ColBERT (a store with colbertPrecision 'none': 100k documents of 256 fp16 ColBERT vectors
- * would be 50 GB).
+ * PgM3Store benchmark, on PGlite (PostgreSQL 18 + pgvector 0.8.7 compiled to WebAssembly, in
+ * this process) or on any PostgreSQL server with pgvector (`--url`), with generated M3-shaped
+ * data: dense unit vectors of 1024, sparse weights of ~155 non-zeros over the 250,002-id
+ * vocabulary (Zipfian tokens, as bench/retrieval.bench.ts), and for the ColBERT part BGE-M3's
+ * real ColBERT size (256 vectors of 1024 per document, correlated with the document's dense
+ * vector so that MaxSim and dense agree as they do on real text).
  *
- *   node --import tsx bench/pgvector.bench.ts            # 100,000 documents
- *   node --import tsx bench/pgvector.bench.ts --quick    # 2,000 documents, a minute
- *   … --docs=20000 --queries=100                         # other sizes
+ *   node --import tsx bench/pgvector.bench.ts                          # PGlite, 20,000 documents
+ *   node --import tsx bench/pgvector.bench.ts --url=postgres://u:p@host/db --docs=20000,100000
+ *   … --quick                                                          # 2,000 documents, a minute
+ *   … --sparse=postings,hnsw --colbert-docs=20000 --queries=100         # what to run
  *
- * Phases, each timed and written to bench/results/pgvector.json as soon as it ends (a run that
- * is stopped keeps what it measured, marked "complete": false):
- * 1. bulk load into a store created with createIndexes: false (docs/s);
- * 2. createIndexes() — the dense and sparse HNSW builds (s);
- * 3. upserts of new documents into the indexed table (docs/s with both HNSW graphs maintained);
- * 4. query latency (median, p95) of search (hybrid: dense + sparse candidates, exact rescoring),
- *    searchDense and searchSparse, k 10, fetchK 100;
- * 5. recall of the approximate stages against exact search (core's DenseIndex/SparseIndex):
- *    recall@10 of searchDense/searchSparse at ef_search 40 and 100; how often searchDense finds
- *    the document each query was made from (its true nearest neighbour); and how much of the
- *    hybrid search's top 10 is the exact pipeline's top 10 (every document scored exactly).
- *    Random 1024-d vectors are the hard case for recall@10: apart from the planted neighbour,
- *    a query's "true" neighbours are random vectors at similarity ≈ 0 ± 0.03, which no graph
- *    index orders well; real embeddings cluster.
+ * Two parts, each written to bench/results/pgvector-<backend>-<sizes>….json as soon as it ends:
+ *
+ * 1. The sparse first stage at each size, for each `sparseIndex` ('postings': the inverted
+ *    postings table, exact; 'hnsw': pgvector's sparsevec HNSW over the ≤ 1,000 largest weights),
+ *    plus an exact sequential scan of the sparse column: bulk load (docs/s), index builds (s, the
+ *    sparse one separately), inserts into the indexed table (docs/s), sizes, recall@10 of
+ *    searchSparse against exact search (core's SparseIndex), latency of searchSparse, searchDense
+ *    and the hybrid search (ColBERT weight 0), and the hybrid top 10 against the exact pipeline.
+ * 2. ColBERT only for the top R (`--colbert-docs` documents of real-size int8 ColBERT): hybrid
+ *    latency at rerankDepth R = 10, 20, 40, 100 and all candidates, the agreement of each top 10
+ *    with the top 10 of exact rescoring of ALL candidates, and the transfer of ColBERT bytes as
+ *    raw bytea (pg: hex text) vs base64.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DenseIndex, SparseIndex, type EncodeResult, type M3EncodedDocument } from '../packages/core/src/index.js';
-import { PgM3Store, openPglite } from '../packages/pgvector/src/index.js';
-import { makeCorpus, makeQueries, rng, unitVectors } from './lib/synthetic.js';
+import type PgModule from 'pg';
+import { DenseIndex, SparseIndex, type ColbertMatrix, type EncodeResult, type M3EncodedDocument, type SparseVector } from '../packages/core/src/index.js';
+import { PgM3Store, openPglite, pgClient, type SparseIndexKind, type SqlClient } from '../packages/pgvector/src/index.js';
+import { gaussian, makeCorpus, makeQueries, rng, unitVectors } from './lib/synthetic.js';
 
-const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+// `pg` is a dependency of @bgem3/pgvector, not of the workspace root: load it from there.
+const pg = createRequire(new URL('../packages/pgvector/package.json', import.meta.url))('pg') as typeof PgModule;
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = process.argv.includes('--quick');
-const DOCS = Number(arg('docs') ?? (quick ? 2000 : 100000));
-const QUERIES = Number(arg('queries') ?? (quick ? 30 : 200));
-const UPSERTS = Number(arg('upserts') ?? (quick ? 200 : 1000));
+const URL_ARG = arg('url');
+const SIZES = (arg('docs') ?? (quick ? '2000' : '20000')).split(',').map(Number);
+const KINDS = (arg('sparse') ?? 'postings,hnsw').split(',') as SparseIndexKind[];
+const QUERIES = Number(arg('queries') ?? (quick ? 30 : 100));
+const UPSERTS = Number(arg('upserts') ?? (quick ? 100 : 500));
+const COLBERT_DOCS = Number(arg('colbert-docs') ?? (quick ? 500 : 5000));
+const COLBERT_TOKENS = Number(arg('colbert-tokens') ?? 256);
+const QUERY_TOKENS = 32;
 const DIM = 1024;
 const VOCAB = 250002;
 const here = dirname(fileURLToPath(import.meta.url));
 const log = (msg: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 const now = () => performance.now();
+const round = (x: number, d = 2) => Number(x.toFixed(d));
 
 function stats(times: number[]) {
   const s = [...times].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { median: round(q(0.5)), p95: round(q(0.95)), min: round(s[0]), runs: s.length };
+  return { median: round(q(0.5)), p95: round(q(0.95)), runs: s.length };
 }
-const round = (x: number, d = 2) => Number(x.toFixed(d));
 
-const results: Record<string, unknown> = {
+// ---------------------------------------------------------------------------------------------
+// The database
+
+let client: SqlClient;
+let closeDb: () => Promise<void>;
+let backend: string;
+let dataDir: string | undefined;
+if (URL_ARG) {
+  const pool = new pg.Pool({ connectionString: URL_ARG, max: 4 });
+  client = pgClient(pool);
+  const v = await client.query<{ v: string; e: string | null }>(`SELECT version() AS v, (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS e`);
+  backend = `${v[0].v.split(' on ')[0]} + pgvector ${v[0].e ?? '(created by the store)'}, over TCP (${new URL(URL_ARG).hostname})`;
+  closeDb = () => pool.end();
+} else {
+  dataDir = mkdtempSync(join(tmpdir(), 'bgem3-pgvector-bench-'));
+  const lite = await openPglite({ dataDir });
+  client = lite.client;
+  backend = 'PGlite 0.5.14 (PostgreSQL 18.6, wasm32) + pgvector 0.8.7, in-process, dataDir on local disk';
+  closeDb = async () => {
+    await lite.close();
+    rmSync(dataDir as string, { recursive: true, force: true });
+  };
+}
+
+const results: Record<string, any> = {
   date: new Date().toISOString(),
   complete: false,
   quick,
-  backend: 'PGlite 0.5.14 (PostgreSQL 18.6, wasm32) + pgvector 0.8.7, in-process, dataDir on local disk',
+  backend,
   node: process.version,
   cores: availableParallelism(),
   cpu: cpus()[0]?.model ?? '?',
   loadAverageAtStart: loadavg().map((x) => round(x)),
-  data: { documents: DOCS, dim: DIM, vocabSize: VOCAB, colbert: 'none', queries: QUERIES },
+  data: { dim: DIM, vocabSize: VOCAB, queries: QUERIES, sizes: SIZES },
+  sparseFirstStage: {} as Record<string, unknown>,
 };
 const resultsDir = join(here, 'results');
-const file = join(resultsDir, quick ? 'pgvector.quick.json' : arg('docs') ? `pgvector.${DOCS}.json` : 'pgvector.json');
+const file = join(resultsDir, `pgvector-${URL_ARG ? 'server' : 'pglite'}-${SIZES.join('-')}${COLBERT_DOCS ? `-colbert${COLBERT_DOCS}` : ''}${quick ? '.quick' : ''}.json`);
 function save(): void {
   mkdirSync(resultsDir, { recursive: true });
   results.loadAverageAtLastSave = loadavg().map((x) => round(x));
@@ -70,197 +104,253 @@ function save(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Data: documents d0… and queries whose dense vector is a noisy copy of a random document's (so
-// the dense search has a real nearest neighbour) and whose sparse weights come from the corpus
-// token distribution (4–16 tokens).
+// Data: documents d0… and queries whose dense vector is a noisy copy of a random document's
+// (so the dense search has a real nearest neighbour) and whose sparse weights come from the
+// corpus token distribution (4–16 tokens).
 
-log(`generating ${DOCS} documents (dense ${DIM}, sparse ~150 nnz of ${VOCAB})`);
-const total = DOCS + UPSERTS;
-const corpus = makeCorpus(total, 1);
-const dense = unitVectors(total, DIM, rng(2));
+const MAX = Math.max(...SIZES);
+const TOTAL = MAX + UPSERTS;
+log(`generating ${TOTAL} documents (dense ${DIM}, sparse of ${VOCAB})`);
+const corpus = makeCorpus(TOTAL, 1);
+const dense = unitVectors(TOTAL, DIM, rng(2));
+let nnz = 0;
+for (let i = 0; i < MAX; i++) nnz += corpus[i].sparse.indices.length;
+results.data.meanSparseNonZeros = round(nnz / MAX, 1);
+const denseOf = (i: number) => dense.subarray(i * DIM, (i + 1) * DIM);
 const docAt = (i: number): M3EncodedDocument => ({
   id: `d${i}`,
   text: `synthetic document ${i}`,
   metadata: { n: i, shard: i % 8 },
-  encoding: { dense: dense.subarray(i * DIM, (i + 1) * DIM), sparse: corpus[i].sparse, tokens: 0, truncated: false },
+  encoding: { dense: denseOf(i), sparse: corpus[i].sparse, tokens: 0, truncated: false },
 });
-let nnz = 0;
-for (let i = 0; i < DOCS; i++) nnz += corpus[i].sparse.indices.length;
-(results.data as Record<string, unknown>).meanSparseNonZeros = round(nnz / DOCS, 1);
-const qrand = rng(3);
-const noise = unitVectors(QUERIES, DIM, rng(4));
-const qSparse = makeQueries(QUERIES, 5);
-const planted: number[] = [];
-const queries: EncodeResult[] = Array.from({ length: QUERIES }, (_, i) => {
-  const j = Math.floor(qrand() * DOCS);
-  planted.push(j);
-  const v = new Float32Array(DIM);
-  let n = 0;
-  for (let d = 0; d < DIM; d++) {
-    v[d] = dense[j * DIM + d] + 0.8 * noise[i * DIM + d];
-    n += v[d] * v[d];
+
+function makeQuerySet(size: number, seed: number): EncodeResult[] {
+  const qrand = rng(seed);
+  const noise = unitVectors(QUERIES, DIM, rng(seed + 1));
+  const qSparse = makeQueries(QUERIES, seed + 2);
+  return Array.from({ length: QUERIES }, (_, i) => {
+    const j = Math.floor(qrand() * size);
+    const v = new Float32Array(DIM);
+    let n = 0;
+    for (let d = 0; d < DIM; d++) {
+      v[d] = dense[j * DIM + d] + 0.8 * noise[i * DIM + d];
+      n += v[d] * v[d];
+    }
+    for (let d = 0; d < DIM; d++) v[d] /= Math.sqrt(n);
+    return { dense: v, sparse: qSparse[i].sparse, tokens: 0, truncated: false };
+  });
+}
+
+async function latency(queries: EncodeResult[], fn: (q: EncodeResult) => Promise<unknown>) {
+  for (const q of queries.slice(0, 3)) await fn(q); // warm-up
+  const times: number[] = [];
+  for (const q of queries) {
+    const s = now();
+    await fn(q);
+    times.push(now() - s);
   }
-  for (let d = 0; d < DIM; d++) v[d] /= Math.sqrt(n);
-  return { dense: v, sparse: qSparse[i].sparse, tokens: 0, truncated: false };
-});
+  return stats(times);
+}
+
+async function fresh(table: string, options: Partial<Parameters<typeof PgM3Store.connect>[0]>): Promise<PgM3Store> {
+  const open = () => PgM3Store.connect({ client, table, modelId: 'synthetic-m3', dim: DIM, vocabSize: VOCAB, createIndexes: false, ...options });
+  await (await open().catch(() => undefined))?.drop().catch(() => undefined);
+  await client.query(`DROP TABLE IF EXISTS "${table}_postings", "${table}", "${table}_meta"`);
+  return open();
+}
+
+async function sizes(table: string): Promise<Record<string, number>> {
+  const rows = await client.query<{ name: string; mb: number }>(
+    `SELECT c.relname AS name, round(pg_total_relation_size(c.oid) / 1048576.0, 1)::float8 AS mb FROM pg_class c
+     WHERE c.relname LIKE $1 AND c.relkind IN ('r', 'i') ORDER BY 1`,
+    [`${table}%`],
+  );
+  return Object.fromEntries(rows.map((r) => [r.name, Number(r.mb)]));
+}
 
 // ---------------------------------------------------------------------------------------------
+// 1. The sparse first stage
 
-const dataDir = arg('data-dir') ?? mkdtempSync(join(tmpdir(), 'bgem3-pgvector-bench-'));
-log(`opening PGlite in ${dataDir}`);
-let t = now();
-const pg = await openPglite({ dataDir });
-results.pgliteBootSeconds = round((now() - t) / 1000, 1);
 try {
-  const store = await PgM3Store.connect({ client: pg.client, modelId: 'synthetic-m3', dim: DIM, vocabSize: VOCAB, colbertPrecision: 'none', createIndexes: false });
-  results.denseType = store.denseType;
-  results.hnsw = { m: 16, efConstruction: 64 };
-
-  // 1. Bulk load.
-  const CHUNK = 1000;
-  t = now();
-  for (let s = 0; s < DOCS; s += CHUNK) {
-    const part: M3EncodedDocument[] = [];
-    for (let i = s; i < Math.min(DOCS, s + CHUNK); i++) part.push(docAt(i));
-    await store.addEncoded(part);
-    if ((s / CHUNK) % 10 === 9) log(`  loaded ${s + part.length} (${round(((s + part.length) / (now() - t)) * 1000, 1)} docs/s)`);
-  }
-  const loadS = (now() - t) / 1000;
-  results.bulkLoad = { documents: DOCS, seconds: round(loadS, 1), docsPerSecond: round(DOCS / loadS, 1), rowsPerTransaction: 256 };
-  log(`bulk load: ${DOCS} docs in ${loadS.toFixed(1)} s`);
-  save();
-
-  // 2. Index builds (both, in createIndexes; timed through the store API).
-  t = now();
-  await store.createIndexes({ maintenanceWorkMem: quick ? '256MB' : '1GB' });
-  const buildS = (now() - t) / 1000;
-  results.indexBuild = { seconds: round(buildS, 1), maintenanceWorkMem: quick ? '256MB' : '1GB', note: 'dense and sparse HNSW together' };
-  log(`index build: ${buildS.toFixed(1)} s`);
-  save();
-
-  // 3. Upserts into the indexed table.
-  t = now();
-  for (let s = DOCS; s < total; s += 100) {
-    const part: M3EncodedDocument[] = [];
-    for (let i = s; i < Math.min(total, s + 100); i++) part.push(docAt(i));
-    await store.addEncoded(part);
-  }
-  const upS = (now() - t) / 1000;
-  results.indexedInsert = { documents: UPSERTS, into: DOCS, seconds: round(upS, 1), docsPerSecond: round(UPSERTS / upS, 1) };
-  log(`indexed inserts: ${UPSERTS} in ${upS.toFixed(1)} s`);
-  save();
-
-  // 4. Latency.
-  const lat = async (fn: (q: EncodeResult) => Promise<unknown>) => {
-    for (const q of queries.slice(0, 3)) await fn(q); // warm-up
-    const times: number[] = [];
-    for (const q of queries) {
-      const s = now();
-      await fn(q);
-      times.push(now() - s);
+  for (const N of SIZES) {
+    const queries = makeQuerySet(N, 3);
+    log(`exact ground truth at ${N} (core SparseIndex / DenseIndex)`);
+    const exactSparse = new SparseIndex({ vocabSize: VOCAB });
+    const exactDense = new DenseIndex({ dim: DIM });
+    for (let s = 0; s < N + UPSERTS; s += 5000) {
+      const part = Array.from({ length: Math.min(N + UPSERTS, s + 5000) - s }, (_, k) => s + k).map((i) => (i < N ? i : MAX + (i - N)));
+      exactSparse.upsertMany(part.map((i) => ({ id: `d${i}`, vector: corpus[i].sparse })));
+      exactDense.upsertMany(part.map((i) => ({ id: `d${i}`, vector: denseOf(i) })));
     }
-    return stats(times);
-  };
-  results.latencyMs = {
-    search: await lat((q) => store.search(q, { k: 10, fetchK: 100 })),
-    searchDense: await lat((q) => store.searchDense(q, { k: 10 })),
-    searchSparse: await lat((q) => store.searchSparse(q, { k: 10 })),
-    note: 'search = dense top-100 ∪ sparse top-100 (ef_search 100) with their exact dense and sparse scores computed by pgvector in the same statement, weights [0.4, 0.2, 0]; searchDense/searchSparse: k 10 (ef_search 40)',
-  };
-  log(`latency: ${JSON.stringify(results.latencyMs)}`);
-  save();
+    const allIds = [...Array.from({ length: N }, (_, i) => `d${i}`), ...Array.from({ length: UPSERTS }, (_, i) => `d${MAX + i}`)];
+    const truthSparse = queries.map((q) => exactSparse.search(q.sparse as SparseVector, 10).map((h) => h.id));
+    const HQ = Math.min(queries.length, 30);
+    const truthHybrid = await Promise.all(
+      queries.slice(0, HQ).map(async (q) => {
+        const ds = exactDense.scoreIds(q.dense as Float32Array, allIds);
+        const ss = exactSparse.scoreIds(q.sparse as SparseVector, allIds);
+        return allIds.map((id, i) => ({ id, s: (0.4 * ds[i] + 0.2 * ss[i]) / 0.6 })).sort((a, b) => b.s - a.s).slice(0, 10).map((e) => e.id);
+      }),
+    );
+    const recall = (got: string[], want: string[]) => (want.length === 0 ? undefined : got.filter((id) => want.includes(id)).length / want.length);
+    const mean = (xs: (number | undefined)[]) => {
+      const v = xs.filter((x): x is number => x !== undefined);
+      return round(v.reduce((a, b) => a + b, 0) / Math.max(1, v.length), 3);
+    };
 
-  // 5. Recall@10 against exact search over the same rows (DOCS + UPSERTS).
-  log('exact ground truth (core DenseIndex / SparseIndex)');
-  const exactDense = new DenseIndex({ dim: DIM });
-  const exactSparse = new SparseIndex({ vocabSize: VOCAB });
-  for (let s = 0; s < total; s += 5000) {
-    const ids: { id: string; vector: Float32Array }[] = [];
-    const sp: { id: string; vector: (typeof corpus)[number]['sparse'] }[] = [];
-    for (let i = s; i < Math.min(total, s + 5000); i++) {
-      ids.push({ id: `d${i}`, vector: dense.subarray(i * DIM, (i + 1) * DIM) });
-      sp.push({ id: `d${i}`, vector: corpus[i].sparse });
-    }
-    exactDense.upsertMany(ids);
-    exactSparse.upsertMany(sp);
-  }
-  const recall: Record<string, number> = {};
-  for (const ef of [40, 100]) {
-    let hd = 0;
-    let hs = 0;
-    let ns = 0;
-    for (const q of queries) {
-      const truthD = new Set((await exactDense.search(q.dense as Float32Array, 10)).map((h) => h.id));
-      const gotD = await store.searchDense(q, { k: 10, efSearch: ef });
-      hd += gotD.filter((h) => truthD.has(h.id)).length / 10;
-      const truthS = exactSparse.search(q.sparse as NonNullable<EncodeResult['sparse']>, 10);
-      if (truthS.length === 0) continue;
-      const set = new Set(truthS.map((h) => h.id));
-      const gotS = await store.searchSparse(q, { k: 10, efSearch: ef });
-      hs += gotS.filter((h) => set.has(h.id)).length / truthS.length;
-      ns++;
-    }
-    recall[`dense@ef${ef}`] = round(hd / queries.length, 3);
-    recall[`sparse@ef${ef}`] = round(hs / Math.max(1, ns), 3);
-  }
-  results.recallAt10 = recall;
-  // The planted neighbour: the document each query's dense vector was made from.
-  const found: Record<string, number> = {};
-  for (const ef of [40, 100]) {
-    let f = 0;
-    for (const [i, q] of queries.entries()) if ((await store.searchDense(q, { k: 10, efSearch: ef })).some((h) => h.id === `d${planted[i]}`)) f++;
-    found[`ef${ef}`] = round(f / queries.length, 3);
-  }
-  results.plantedNeighbourFoundInTop10 = found;
-  // The whole pipeline against the exact pipeline (all documents scored, same weights).
-  const allIds = Array.from({ length: total }, (_, i) => `d${i}`);
-  const HQ = Math.min(queries.length, 30);
-  const overlap: Record<string, number> = {};
-  for (const fetchK of [100, 400]) {
-    let o = 0;
-    for (const q of queries.slice(0, HQ)) {
-      const ds = exactDense.scoreIds(q.dense as Float32Array, allIds);
-      const ss = exactSparse.scoreIds(q.sparse as NonNullable<EncodeResult['sparse']>, allIds);
-      const exact = allIds.map((id, i) => ({ id, s: (0.4 * ds[i] + 0.2 * ss[i]) / 0.6 })).sort((a, b) => b.s - a.s).slice(0, 10);
-      const want = new Set(exact.map((e) => e.id));
-      const got = await store.search(q, { k: 10, fetchK });
-      o += got.filter((h) => want.has(h.id)).length / 10;
-    }
-    overlap[`fetchK${fetchK}`] = round(o / HQ, 3);
-  }
-  results.hybridTop10OverlapWithExact = { ...overlap, queries: HQ };
-  log(`planted neighbour: ${JSON.stringify(found)}; hybrid vs exact: ${JSON.stringify(overlap)}`);
+    for (const kind of KINDS) {
+      const table = `bench_${kind}_${N}`;
+      const r: Record<string, unknown> = { documents: N };
+      results.sparseFirstStage[`${kind}@${N}`] = r;
+      const store = await fresh(table, { colbertPrecision: 'none', sparseIndex: kind });
+      r.denseType = store.denseType;
+      log(`${kind} @ ${N}: bulk load`);
+      let t = now();
+      for (let s = 0; s < N; s += 1000) await store.addEncoded(Array.from({ length: Math.min(N, s + 1000) - s }, (_, k) => docAt(s + k)));
+      const loadS = (now() - t) / 1000;
+      r.bulkLoad = { seconds: round(loadS, 1), docsPerSecond: round(N / loadS, 1) };
+      const mem = quick ? '256MB' : '1GB';
+      await client.query(`SELECT set_config('maintenance_work_mem', $1, false)`, [mem]).catch(() => undefined);
+      if (kind === 'hnsw') {
+        t = now();
+        await client.transaction(async (tx) => {
+          await tx.query(`SELECT set_config('maintenance_work_mem', $1, true)`, [mem]);
+          await tx.query(`CREATE INDEX "${table}_sparse_hnsw" ON "${table}" USING hnsw (sparse sparsevec_ip_ops) WITH (m = 16, ef_construction = 64)`);
+        });
+        r.sparseIndexBuildSeconds = round((now() - t) / 1000, 1);
+      } else {
+        r.sparseIndexBuildSeconds = 0; // the postings btrees are maintained during the load
+      }
+      t = now();
+      await store.createIndexes({ maintenanceWorkMem: mem });
+      r.denseIndexBuildSeconds = round((now() - t) / 1000, 1);
+      log(`${kind} @ ${N}: load ${loadS.toFixed(1)} s, sparse build ${r.sparseIndexBuildSeconds} s, dense build ${r.denseIndexBuildSeconds} s`);
+      save();
 
-  log(`recall@10: ${JSON.stringify(recall)}`);
+      t = now();
+      for (let s = 0; s < UPSERTS; s += 50) await store.addEncoded(Array.from({ length: Math.min(UPSERTS, s + 50) - s }, (_, k) => docAt(MAX + s + k)));
+      const upS = (now() - t) / 1000;
+      r.indexedInsert = { documents: UPSERTS, docsPerSecond: round(UPSERTS / upS, 1), msPerDocument: round((upS * 1000) / UPSERTS, 2) };
+      await client.query(`ANALYZE "${table}"`);
+      if (kind === 'postings') await client.query(`VACUUM ANALYZE "${table}_postings"`).catch(() => undefined);
+      r.sizesMB = await sizes(table);
+      log(`${kind} @ ${N}: indexed inserts ${r.indexedInsert && (r.indexedInsert as { docsPerSecond: number }).docsPerSecond} docs/s`);
+
+      const rec: Record<string, number> = {};
+      for (const ef of kind === 'hnsw' ? [40, 100] : [40]) {
+        const got = [];
+        for (const q of queries) got.push((await store.searchSparse(q, { k: 10, efSearch: ef })).map((h) => h.id));
+        rec[kind === 'hnsw' ? `ef${ef}` : 'exact'] = mean(got.map((g, i) => recall(g, truthSparse[i])));
+      }
+      r.sparseRecallAt10 = rec;
+      r.latencyMs = {
+        searchSparse: await latency(queries, (q) => store.searchSparse(q, { k: 10 })),
+        searchDense: await latency(queries, (q) => store.searchDense(q, { k: 10 })),
+        hybrid: await latency(queries, (q) => store.search(q, { k: 10, fetchK: 100, weights: [0.4, 0.2, 0] })),
+      };
+      let overlap = 0;
+      for (const [i, q] of queries.slice(0, HQ).entries()) overlap += recall((await store.search(q, { k: 10, fetchK: 100, weights: [0.4, 0.2, 0] })).map((h) => h.id), truthHybrid[i]) ?? 0;
+      r.hybridTop10OverlapWithExact = round(overlap / HQ, 3);
+      if (kind === 'postings') {
+        // The other alternative: an exact sequential scan of the sparse column (no index).
+        r.exactScanLatencyMs = await latency(queries.slice(0, Math.min(queries.length, 20)), (q) =>
+          client.query(`SELECT id FROM "${table}" ORDER BY sparse <#> $1::sparsevec LIMIT 10`, [
+            `{${Array.from(q.sparse!.indices, (t, k) => `${t + 1}:${q.sparse!.values[k]}`).join(',')}}/${VOCAB}`,
+          ]),
+        );
+      }
+      log(`${kind} @ ${N}: ${JSON.stringify({ recall: r.sparseRecallAt10, latency: r.latencyMs, overlap: r.hybridTop10OverlapWithExact, scan: r.exactScanLatencyMs })}`);
+      save();
+      await store.drop();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // 2. ColBERT only for the top R, at real size
+
+  if (COLBERT_DOCS > 0) {
+    const N = Math.min(COLBERT_DOCS, MAX);
+    log(`ColBERT: ${N} documents × ${COLBERT_TOKENS} vectors of ${DIM} (int8)`);
+    const g = gaussian(rng(77));
+    // Token vectors around the document's dense vector (similarity ≈ 0.6, as colbertLike), from
+    // a shared pool of noise directions so generation stays fast.
+    const POOL = 2048;
+    const pool = unitVectors(POOL, DIM, rng(78));
+    const prand = rng(79);
+    const colbertOf = (center: Float32Array, count: number): ColbertMatrix => {
+      const data = new Float32Array(count * DIM);
+      for (let c = 0; c < count; c++) {
+        const a = pool.subarray(Math.floor(prand() * POOL) * DIM);
+        const b = pool.subarray(Math.floor(prand() * POOL) * DIM);
+        const wa = 0.55 + 0.1 * g();
+        let n = 0;
+        for (let d = 0; d < DIM; d++) {
+          const v = 0.6 * center[d] + wa * a[d] + 0.5 * b[d];
+          data[c * DIM + d] = v;
+          n += v * v;
+        }
+        const inv = 1 / Math.sqrt(n);
+        for (let d = 0; d < DIM; d++) data[c * DIM + d] *= inv;
+      }
+      return { data, count, dim: DIM };
+    };
+    const table = `bench_colbert_${N}`;
+    const store = await fresh(table, { colbertPrecision: 'int8' });
+    let t = now();
+    for (let s = 0; s < N; s += 100) {
+      const part = Array.from({ length: Math.min(N, s + 100) - s }, (_, k) => {
+        const d = docAt(s + k);
+        return { ...d, encoding: { ...d.encoding, colbert: colbertOf(denseOf(s + k), COLBERT_TOKENS) } };
+      });
+      await store.addEncoded(part);
+      if ((s / 100) % 20 === 19) log(`  loaded ${s + part.length} (${round(((s + part.length) / (now() - t)) * 1000, 1)} docs/s)`);
+    }
+    const c: Record<string, any> = { documents: N, vectorsPerDocument: COLBERT_TOKENS, precision: 'int8', loadDocsPerSecond: round(N / ((now() - t) / 1000), 1) };
+    results.colbert = c;
+    t = now();
+    await store.createIndexes({ maintenanceWorkMem: quick ? '256MB' : '1GB' });
+    c.denseIndexBuildSeconds = round((now() - t) / 1000, 1);
+    await client.query(`VACUUM ANALYZE "${table}"`).catch(() => undefined);
+    c.sizesMB = await sizes(table);
+    save();
+    const queries = makeQuerySet(N, 11).map((q) => ({ ...q, colbert: colbertOf(q.dense as Float32Array, QUERY_TOKENS) }));
+    const exact = [];
+    for (const q of queries) exact.push((await store.search(q, { k: 10, fetchK: 100, rerankDepth: 1000 })).map((h) => h.id));
+    const lat: Record<string, unknown> = {};
+    const agree: Record<string, number> = {};
+    for (const R of [10, 20, 40, 100, 1000]) {
+      const label = R === 1000 ? 'all' : `R${R}`;
+      lat[label] = await latency(queries, (q) => store.search(q, { k: 10, fetchK: 100, rerankDepth: R }));
+      let a = 0;
+      for (const [i, q] of queries.entries()) {
+        const got = (await store.search(q, { k: 10, fetchK: 100, rerankDepth: R })).map((h) => h.id);
+        a += got.filter((id) => exact[i].includes(id)).length / 10;
+      }
+      agree[label] = round(a / queries.length, 3);
+      log(`ColBERT ${label}: ${JSON.stringify(lat[label])}, top-10 agreement with all candidates ${agree[label]}`);
+      save();
+    }
+    lat.colbertWeight0 = await latency(queries, (q) => store.search(q, { k: 10, fetchK: 100, weights: [0.4, 0.2, 0] }));
+    c.hybridLatencyMs = lat;
+    c.top10AgreementWithAllCandidates = agree;
+    // Transfer of 40 documents' ColBERT bytes: as bytea (pg: hex text, PGlite: binary) and as base64 text.
+    const ids = Array.from({ length: 40 }, (_, i) => `d${Math.floor((i * N) / 40)}`);
+    const qids = queries.map(() => ids);
+    c.transfer40Ms = {
+      bytea: await latency(queries.slice(0, 20), () => client.query(`SELECT id, colbert FROM "${table}" WHERE id = ANY($1::text[])`, [qids[0]])),
+      base64: await latency(queries.slice(0, 20), async () => {
+        const rows = await client.query<{ c: string }>(`SELECT id, encode(colbert, 'base64') AS c FROM "${table}" WHERE id = ANY($1::text[])`, [qids[0]]);
+        for (const r of rows) Buffer.from(r.c, 'base64');
+      }),
+    };
+    log(`ColBERT transfer of 40: ${JSON.stringify(c.transfer40Ms)}`);
+    save();
+    if (!process.argv.includes('--keep')) await store.drop();
+  }
   results.complete = true;
   save();
 } finally {
-  await pg.close();
-  if (!arg('data-dir')) rmSync(dataDir, { recursive: true, force: true });
+  await closeDb();
 }
 
-const r = results as Record<string, any>;
-process.stdout.write(
-  [
-    `## PgM3Store on PGlite${quick ? ' (--quick)' : ''}: ${DOCS} documents`,
-    '',
-    `Node ${process.version}, ${availableParallelism()} cores (${results.cpu}), load average at start ${(results.loadAverageAtStart as number[]).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
-    `dense ${DIM} (${r.denseType}), sparse ~${r.data.meanSparseNonZeros} nnz / ${VOCAB}, no ColBERT`,
-    '',
-    '| measure | value |',
-    '|---|---|',
-    `| bulk load (no index) | ${r.bulkLoad.docsPerSecond} docs/s (${r.bulkLoad.seconds} s) |`,
-    `| HNSW builds (dense + sparse) | ${r.indexBuild.seconds} s |`,
-    `| inserts into the indexed table | ${r.indexedInsert.docsPerSecond} docs/s |`,
-    `| search (hybrid) median / p95 | ${r.latencyMs.search.median} / ${r.latencyMs.search.p95} ms |`,
-    `| searchDense median / p95 | ${r.latencyMs.searchDense.median} / ${r.latencyMs.searchDense.p95} ms |`,
-    `| searchSparse median / p95 | ${r.latencyMs.searchSparse.median} / ${r.latencyMs.searchSparse.p95} ms |`,
-    `| recall@10 dense ef 40 / 100 | ${r.recallAt10['dense@ef40']} / ${r.recallAt10['dense@ef100']} |`,
-    `| recall@10 sparse ef 40 / 100 | ${r.recallAt10['sparse@ef40']} / ${r.recallAt10['sparse@ef100']} |`,
-    `| planted neighbour in searchDense top 10, ef 40 / 100 | ${r.plantedNeighbourFoundInTop10.ef40} / ${r.plantedNeighbourFoundInTop10.ef100} |`,
-    `| hybrid top 10 ∩ exact pipeline top 10, fetchK 100 / 400 | ${r.hybridTop10OverlapWithExact.fetchK100} / ${r.hybridTop10OverlapWithExact.fetchK400} |`,
-    '',
-    `written to ${file}`,
-    '',
-  ].join('\n'),
-);
+process.stdout.write(`${JSON.stringify(results, null, 2)}\nwritten to ${file}\n`);

@@ -25,7 +25,7 @@ const TENANTS = [
 
 before(async () => {
   [encoder, db] = await Promise.all([loadEncoder(), sharedDatabase()]);
-  store = await PgM3Store.connect({ client: db.client, encoder, table: `${RUN}_hygiene` });
+  store = await PgM3Store.connect({ client: db.client, encoder, table: `${RUN}_hygiene`, denseType: 'vector' });
   index = await M3Index.create({ encoder });
   await Promise.all([store.add(TENANTS), index.add(TENANTS)]);
   [q] = await encoder.encode(['tenant document'], { dense: true, sparse: true, colbert: true });
