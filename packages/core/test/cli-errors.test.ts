@@ -102,7 +102,7 @@ describe('bgem3 CLI: output paths and file systems', () => {
     }
   });
 
-  test('-o into a missing directory, or onto a directory: one line naming it, before the model loads', async () => {
+  test('-o into a missing directory, or onto a directory, or onto the input; a missing input: one line naming it, before the model loads', async () => {
     // A model that does not exist: the output error must win, so it is checked first.
     const M = ['--model', join(dir, 'no-model')];
     const cases: [string[], RegExp][] = [
@@ -118,8 +118,10 @@ describe('bgem3 CLI: output paths and file systems', () => {
     oneLine(await cli(['encode', ...M, '-i', input, '-o', input]), /--output .*docs\.jsonl is the input file/, 'encode -o = -i');
     oneLine(await cli(['score', ...M, '--pairs', input, '-o', join(dir, '.', 'docs.jsonl')]), /is the input file/, 'score -o = --pairs');
     assert.equal(readFileSync(input, 'utf8'), DOCS, 'the input is intact');
-    // An input that is a directory: one line naming it.
-    oneLine(await cli(['encode', '--model', FIXTURE, '-i', dir]), /cannot read .*: it is a directory \(EISDIR\)/, 'encode -i <dir>');
+    // An input that is missing or a directory: one line naming it, also before the model loads.
+    oneLine(await cli(['encode', ...M, '-i', dir]), /cannot read .*: it is a directory/, 'encode -i <dir>');
+    oneLine(await cli(['score', ...M, '--pairs', join(dir, 'nope.jsonl')]), /cannot read .*nope\.jsonl: no such file/, 'score --pairs missing');
+    oneLine(await cli(['index', ...M, '-i', join(dir, 'nope.jsonl'), '--out', join(dir, 'ix')]), /cannot read .*nope\.jsonl: no such file/, 'index -i missing');
   });
 
   test('ENOSPC while writing -o: one line naming the file and saying the device is full', async () => {

@@ -12,6 +12,25 @@ export function sourceName(path: string | undefined): string {
 }
 
 /**
+ * Checks an input file before any expensive work (loading the model): missing, a directory or
+ * unreadable is one line naming it. stdin (`-` or undefined) is always fine; on a terminal a
+ * hint says that input is expected, instead of a silent wait.
+ */
+export async function checkInput(path: string | undefined, flag = '--input'): Promise<void> {
+  if (!path || path === '-') {
+    if (process.stdin.isTTY) process.stderr.write(`bgem3: reading JSON Lines from stdin (end with Ctrl-D; ${flag} <file> reads a file)\n`);
+    return;
+  }
+  let st;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    throw new UserError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : describeFsError(err)}`);
+  }
+  if (st.isDirectory()) throw new UserError(`cannot read ${path}: it is a directory`);
+}
+
+/**
  * Yields `[lineNumber, parsedObject]` for each non-blank line of a file or stdin (`-` or
  * undefined). A UTF-8 byte order mark at the start (Windows editors write one) is skipped.
  */

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { sparseToRecord } from '../../scoring/sparse-convert.js';
 import type { EncodeResult } from '../../types.js';
-import { chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
+import { checkInput, chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
 import { UserError } from '../user-error.js';
 
@@ -30,6 +30,7 @@ export function registerEncode(program: Command): void {
     const outs = new Set(flags.outputs.split(',').map((s) => s.trim()));
     for (const o of outs) if (!['dense', 'sparse', 'colbert'].includes(o)) throw new UserError(`--outputs: unknown output "${o}" (use dense, sparse, colbert)`);
     // Before the model loads: a bad --output must not cost a model load (or a download).
+    await checkInput(flags.input, '--input');
     const writer = await LineWriter.open(flags.output, '--output', flags.input);
     try {
       const encoder = await loadEncoder(flags);

@@ -10,7 +10,7 @@ import type { M3Document } from '../../store/types.js';
 import type { M3Encoder } from '../../inference/encoder.js';
 import { parseWeights } from '../flag-values.js';
 import { modelSourceOf, readIndexInfo, writeModelSource, type IndexInfo, type ModelSource } from '../index-info.js';
-import { chunks, readJsonLines, sourceName } from '../jsonl.js';
+import { checkInput, chunks, readJsonLines, sourceName } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
 import { assertWritableDirectory } from '../output-target.js';
 import { UserError } from '../user-error.js';
@@ -94,6 +94,7 @@ export function registerIndex(program: Command): void {
     }
     const given = (key: string) => command.getOptionValueSource(key) === 'cli';
     // Before the model loads: an unwritable --out must not cost a model load and an encode.
+    await checkInput(flags.input);
     await assertWritableDirectory(flags.out, '--out');
     const appending = !!flags.append && !isEmptyOrMissing(flags.out);
     const info = appending ? await readIndexInfo(flags.out) : undefined;

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { computeScore } from '../../scoring/compute-score.js';
 import type { M3Weights as ModeWeights } from '../../scoring/weights.js';
 import { parseWeights } from '../flag-values.js';
-import { chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
+import { checkInput, chunks, LineWriter, readJsonLines, sourceName, stringField } from '../jsonl.js';
 import { addEncodeOptions, addModelOptions, loadEncoder, positiveInt, type ModelFlags } from '../model-options.js';
 
 export function registerScore(program: Command): void {
@@ -18,6 +18,7 @@ export function registerScore(program: Command): void {
   addEncodeOptions(addModelOptions(cmd)).action(
     async (flags: ModelFlags & { pairs?: string; output?: string; weights: ModeWeights; maxQueryLength: number; maxPassageLength: number }) => {
       // Before the model loads: a bad --output must not cost a model load (or a download).
+      await checkInput(flags.pairs, '--pairs');
       const writer = await LineWriter.open(flags.output, '--output', flags.pairs);
       try {
         const encoder = await loadEncoder(flags);
