@@ -66,7 +66,7 @@ let store: PgM3Store;
 
 before(async () => {
   [encoder, pg] = await Promise.all([loadEncoder(), sharedPglite()]);
-  store = await PgM3Store.connect({ client: pg.client, encoder, table: 'adapter_docs', denseType: 'vector' });
+  store = await PgM3Store.connect({ client: pg.client, encoder, table: 'adapter_docs', denseType: 'vector', colbertPrecision: 'fp16' });
   await store.add(CORPUS);
 });
 after(async () => {
