@@ -103,7 +103,12 @@ describe('pnpm demo (examples/demo) against the fixture model', () => {
   test('--query, --k and --dtype q8 (the int8 backbone of the fixture)', async () => {
     const r = await run(process.execPath, [DEMO, '--model', FIXTURE, '--dtype', 'q8', '--k', '2', '--query', 'Marie Curie', '--query', '富士山']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /model_quantized\.onnx/);
+    // The header names the dtype; the model id (content-derived) is the int8 graph's, not fp32's.
+    const header = /^model: .*\(q8\)\s+\[(.+)\]$/m.exec(r.stdout);
+    assert.ok(header, r.stdout);
+    const fp32 = await run(process.execPath, [DEMO, '--model', FIXTURE, '--k', '1', '--query', 'x']);
+    const fp32Id = /^model: .*\[(.+)\]$/m.exec(fp32.stdout)?.[1];
+    assert.ok(fp32Id && fp32Id !== header[1], `${fp32Id} vs ${header[1]}`);
     const secs = sections(r.stdout);
     assert.deepEqual(secs.map((s) => s.query), ['Marie Curie', '富士山']);
     for (const s of secs) assert.equal(s.rows.length, 2);
