@@ -190,7 +190,8 @@ export class BGEM3EnsembleRetriever extends BaseRetriever {
     if (query.trim().length === 0) return [];
     if (this.vectorStore) {
       const store = this.vectorStore.store;
-      const hits = await store.search(query, { k, fetchK: positiveInt(this.fetchK, 'fetchK', 100), weights: checkM3Weights(this.rerankWeights), ...filterOptions(this.filter) });
+      const q = await this.vectorStore.storeQuery(query, { dense: true, sparse: true, colbert: this.rerankWeights[2] > 0 });
+      const hits = await store.search(q, { k, fetchK: positiveInt(this.fetchK, 'fetchK', 100), weights: checkM3Weights(this.rerankWeights), ...filterOptions(this.filter) });
       return hits.map((h) => hitToDocument(store, h, scoreMetadata(h.score, h.scores)));
     }
     const lists = await Promise.all(this.retrievers.map((r, i) => r.invoke(query, runManager?.getChild(`retriever_${i + 1}`))));

@@ -122,7 +122,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
     const k = positiveInt(this.k, 'k', 4);
     const vs = await this.vectorStoreReady;
     if (query.trim().length === 0) return [];
-    const hits = await vs.store.searchSparse(query, { k, ...filterOptions(this.filter) });
+    const hits = await vs.store.searchSparse(await vs.storeQuery(query, { sparse: true }), { k, ...filterOptions(this.filter) });
     return hits.map((h) => hitToDocument(vs.store, h, this.includeScore ? scoreMetadata(h.score, { sparse: h.score }) : undefined));
   }
 }

@@ -3,7 +3,7 @@
  * PgM3Store from @bgem3/pgvector), and its retriever, which runs dense, sparse or hybrid search.
  * Storage, persistence and scoring are the store's; this file only speaks LangChain.
  */
-import { M3Index, type M3Store, type M3Where } from '@bgem3/core';
+import { M3Index, type M3Query, type M3Store, type M3Where } from '@bgem3/core';
 import { DEFAULT_M3_WEIGHTS, checkM3Weights, checkOptions, hasBrand, invalid, oneOf, positiveInt, queryString, sourceOf, type EncoderSource, type ModelBase } from '@bgem3/core/adapter';
 import type { CallbackManagerForRetrieverRun, Callbacks } from '@langchain/core/callbacks/manager';
 import { Document, type DocumentInterface } from '@langchain/core/documents';
@@ -152,7 +152,28 @@ export class BGEM3VectorStore extends VectorStore {
       return { ...(id !== undefined ? { id } : {}), text: d.pageContent, metadata };
     });
     if (docs.length === 0) return [];
-    return this.store.add(docs, o.signal ? { signal: o.signal } : {});
+    if (this.store.encoder) return this.store.add(docs, o.signal ? { signal: o.signal } : {});
+    // A store opened without its encoder: encoded here, with the model of the embeddings.
+    const encodings = await this.source().encode(
+      docs.map((d) => d.text),
+      { dense: true, sparse: true, colbert: true, ...(o.signal ? { signal: o.signal } : {}) },
+    );
+    return this.store.addEncoded(docs.map((d, i) => ({ ...d, encoding: encodings[i] as (typeof encodings)[number] })));
+  }
+
+  private source(): EncoderSource {
+    return sourceOf<EncoderSource>(this.embeddings) as EncoderSource;
+  }
+
+  /**
+   * The query as the store takes it: the text, when the store has an encoder (it encodes it,
+   * once); else its encoding by the embeddings' model (checked to be the store's).
+   * @internal
+   */
+  async storeQuery(text: string, need: { dense?: boolean; sparse?: boolean; colbert?: boolean }): Promise<M3Query> {
+    if (this.store.encoder) return text;
+    const [e] = await this.source().encode([text], { dense: need.dense ?? false, sparse: need.sparse ?? false, colbert: need.colbert ?? false });
+    return e as NonNullable<typeof e>;
   }
 
   /** Refused: the store keeps dense, sparse and ColBERT vectors; use {@link addDocuments} (one pass computes all three). */
@@ -268,10 +289,12 @@ export class BGEM3Retriever extends VectorStoreRetriever<BGEM3VectorStore> {
     const k = positiveInt(this.k, 'k', 4);
     const filter = filterOptions(this.filter as BGEM3Filter | undefined);
     if (this.mode === 'hybrid') {
-      const hits = await store.search(query, { k, fetchK: this.fetchK, weights: checkM3Weights(this.weights), ...filter });
+      const q = await this.vectorStore.storeQuery(query, { dense: true, sparse: true, colbert: this.weights[2] > 0 });
+      const hits = await store.search(q, { k, fetchK: this.fetchK, weights: checkM3Weights(this.weights), ...filter });
       return hits.map((h) => hitToDocument(store, h, scoreMetadata(h.score, h.scores)));
     }
-    const hits = this.mode === 'dense' ? await store.searchDense(query, { k, ...filter }) : await store.searchSparse(query, { k, ...filter });
+    const q = await this.vectorStore.storeQuery(query, this.mode === 'dense' ? { dense: true } : { sparse: true });
+    const hits = this.mode === 'dense' ? await store.searchDense(q, { k, ...filter }) : await store.searchSparse(q, { k, ...filter });
     return hits.map((h) => hitToDocument(store, h, scoreMetadata(h.score, this.mode === 'dense' ? { dense: h.score } : { sparse: h.score })));
   }
 }

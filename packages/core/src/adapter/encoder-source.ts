@@ -19,7 +19,7 @@
 import { DEFAULT_MODEL, M3Error, assertTextEncoder3, type EncodeOptions, type EncodeResult, type EncoderOptions, type HubOptions, type LoadOptions, type ModelDtype, type TextEncoder3 } from './core.js';
 import { RemoteEncoder, type RemoteEncoderOptions } from '../remote/index.js';
 import { invalid } from './checks.js';
-import { modelFromId, sharedEncoder } from './registry.js';
+import { loadedEncoderOf, modelFromId, sharedEncoder } from './registry.js';
 
 /** Which BGE-M3 model a class uses and how it is loaded: the same options in every adapter class. */
 export interface M3ModelParams {
@@ -228,10 +228,12 @@ export class EncoderSource {
 
   // A store saved without its encoder: its model, named by its model id, loaded again.
   private async reload(base: ModelBase & { modelId: string }): Promise<TextEncoder3> {
+    const loaded = loadedEncoderOf(base.modelId);
+    if (loaded) return this.verify(loaded, base);
     {
       const saved = modelFromId(base.modelId);
       if (!saved) {
-        invalid(`${base.what} was made with model ${JSON.stringify(base.modelId)} and has no encoder: pass { model } (or { encoder }) of that model`);
+        invalid(`${base.what} was made with model ${JSON.stringify(base.modelId)} (a local directory, known by its content) and has no encoder: pass { model: <that directory> } (or { encoder }) where the store is used, or open the store with its encoder`);
       }
       try {
         return this.verify(await sharedEncoder(saved.model, { ...saved.options, ...this.load }), base);

@@ -14,12 +14,12 @@
  * @packageDocumentation
  */
 export { EncoderSource, MODEL_PARAM_KEYS, type M3ModelParams, type ModelBase } from './encoder-source.js';
-export { sharedEncoder, sharedEncoderCount, registryKey, modelFromId } from './registry.js';
+export { sharedEncoder, sharedEncoderCount, registryKey, modelFromId, loadedEncoderOf } from './registry.js';
 export { checkOptions, invalid, positiveInt, optionalPositiveInt, oneOf, nonNegative, bool, queryString } from './checks.js';
 export { DEFAULT_M3_WEIGHTS, checkM3Weights, weightsFromAlpha } from './weights.js';
 export { unitScore } from './scores.js';
 export { fuseAndRerank, dedupe, type EnsembleEntry, type EnsembleHit, type EnsembleOptions, type StoredRef } from './ensemble.js';
-export { brandSymbol, setBrand, hasBrand } from './brand.js';
+export { brandSymbol, setBrand, hasBrand, attachSource, sourceOf, attachStored, storedOf } from './brand.js';
 export {
   ColbertCodec,
   COLBERT_STORAGES,

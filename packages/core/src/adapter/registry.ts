@@ -12,6 +12,7 @@ import { M3Encoder, type LoadOptions, type TextEncoder3 } from './core.js';
 
 const REGISTRY = Symbol.for('@bgem3/core/adapter:encoders@1');
 const HOOKED = Symbol.for('@bgem3/core/adapter:registered@1');
+const BY_ID = Symbol.for('@bgem3/core/adapter:encoders-by-model-id@1');
 
 type Registry = Map<string, Promise<TextEncoder3>>;
 
@@ -23,6 +24,21 @@ function registry(): Registry {
     Object.defineProperty(globalThis, REGISTRY, { value: r, configurable: false, enumerable: false, writable: false });
   }
   return r;
+}
+
+function loadedById(): Map<string, TextEncoder3> {
+  const g = globalThis as unknown as Record<symbol, Map<string, TextEncoder3> | undefined>;
+  let m = g[BY_ID];
+  if (!m) {
+    m = new Map();
+    Object.defineProperty(globalThis, BY_ID, { value: m, configurable: false, enumerable: false, writable: false });
+  }
+  return m;
+}
+
+/** A registered encoder of this model id that is loaded now, if any (for a store saved without its encoder). */
+export function loadedEncoderOf(modelId: string): TextEncoder3 | undefined {
+  return loadedById().get(modelId);
 }
 
 /** The registry key of a model and its load options (callbacks and signals do not count). */
@@ -41,8 +57,11 @@ export function sharedEncoder(model: string, options: LoadOptions = {}): Promise
   let p = reg.get(key);
   if (!p) {
     const loading: Promise<TextEncoder3> = M3Encoder.shared(model, options).then((enc) => {
+      const byId = loadedById();
+      if (!byId.has(enc.modelId)) byId.set(enc.modelId, enc);
       hookClose(enc, () => {
         if (reg.get(key) === loading) reg.delete(key);
+        if (byId.get(enc.modelId) === enc) byId.delete(enc.modelId);
       });
       return enc;
     });
