@@ -4,10 +4,13 @@
  * 1. in-process dedupe: concurrent calls for the same blob share one download;
  * 2. cross-process lock (lock.ts): another process downloading it makes us wait for its blob;
  * 3. download into `blobs/<etag>.incomplete`, resuming from its size with `Range: bytes=N-`
- *    (also after a crash or an abort: the temp file is kept), retrying dropped connections;
+ *    (also after a crash or an abort: the temp file is kept), retrying dropped connections,
+ *    within the bounds of transfer-limits.ts (idle time, minimum rate, deadline, size); sizes
+ *    announced by the GET (Content-Length, Content-Range, a 416) must agree with the HEAD;
  * 4. size + hash check (integrity.ts), then an atomic rename to `blobs/<etag>`.
  *
  * A blob therefore only ever appears complete and verified; readers never see partial content.
+ * A file whose etag is not a content hash is refused before step 1: it could not be verified.
  */
 import { open, rename, rm, stat, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
