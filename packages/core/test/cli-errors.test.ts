@@ -266,7 +266,9 @@ describe('bgem3 CLI: flag values, input and vocabulary', () => {
     assert.equal(toCliWords('Set HF_TOKEN (or pass options.token) to a token'), 'Set HF_TOKEN to a token');
     assert.equal(toCliWords('maxLength must be an integer from 2 to 8192, got 9000; batchSize and intraOpNumThreads'), '--max-length must be an integer from 2 to 8192, got 9000; --batch-size and --threads');
     assert.equal(toCliWords('pass onnxFile / --onnx with the graph'), 'pass --onnx with the graph');
-    assert.equal(toCliWords('options.maxLength and myMaxLength stay'), 'options.maxLength and myMaxLength stay', 'only whole option names');
+    for (const kept of ['options.maxLength and myMaxLength stay', '/data/maxLength/docs.jsonl', 'metadata key "maxLength"', 'maxLength-x']) {
+      assert.equal(toCliWords(kept), kept, 'only bare option names');
+    }
 
     const cache = join(dir, 'empty-cache');
     const offline = await cli(['encode', '--offline'], '{"text":"a"}\n', { HF_HUB_CACHE: cache });

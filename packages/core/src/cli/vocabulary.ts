@@ -31,7 +31,8 @@ const OPTIONS: Record<string, string> = {
   fetchK: '--fetch-k',
 };
 
-const OPTION_WORD = new RegExp(`(?<![\\w.-])(${Object.keys(OPTIONS).join('|')})(?![\\w-])`, 'g');
+// A bare word only: not part of a path, a property access, a quoted key or a longer name.
+const OPTION_WORD = new RegExp(`(?<![\\w.\\-/"'\`])(${Object.keys(OPTIONS).join('|')})(?![\\w\\-/"'\`])`, 'g');
 
 /** `message` with the API's option names replaced by the CLI's flags. */
 export function toCliWords(message: string): string {
