@@ -1,136 +1,169 @@
 /**
- * PgM3Store as the store behind the LangChain and LlamaIndex adapters. Both ensembles accept any
- * retriever, so a few lines wrapping `searchDense` / `searchSparse` (or the whole `search`
- * pipeline) plug the database in; these tests are those lines, checked against `store.search`.
+ * PgM3Store (on PGlite) as the store behind both framework adapters, through each framework's
+ * own machinery: a LangChain LCEL RAG chain over BGEM3VectorStore's hybrid retriever, and
+ * LlamaIndex's VectorStoreIndex.fromVectorStore with its hybrid retriever, query engine and
+ * ContextChatEngine (fake LLMs: no network). Results equal the store's own search, and a query
+ * encodes one text.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { M3Encoder } from '@bgem3/core';
-import { BGEM3EnsembleRetriever as LcEnsemble } from '@bgem3/langchain';
-import { BGEM3EnsembleRetriever as LiEnsemble } from '@bgem3/llamaindex';
+import type { EncodeOptions, EncodeResult, M3Encoder, TextEncoder3 } from '@bgem3/core';
+import { BGEM3EnsembleRetriever as LcEnsemble, BGEM3VectorStore as LcVectorStore } from '@bgem3/langchain';
+import { BGEM3VectorStore as LiVectorStore } from '@bgem3/llamaindex';
 import { Document } from '@langchain/core/documents';
-import { BaseRetriever as LcBaseRetriever } from '@langchain/core/retrievers';
-import { BaseRetriever as LiBaseRetriever, MetadataMode, TextNode, extractText, type NodeWithScore, type QueryBundle } from 'llamaindex';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { RunnableLambda, RunnablePassthrough, RunnableSequence } from '@langchain/core/runnables';
+import { FakeListChatModel } from '@langchain/core/utils/testing';
+import { BaseLLM, ContextChatEngine, FilterOperator, Settings, TextNode, VectorStoreIndex, VectorStoreQueryMode, extractText, type ChatMessage, type ChatResponse, type LLMMetadata } from 'llamaindex';
 import { PgM3Store, type OpenedPglite } from '../src/index.js';
 import { CORPUS, QUERIES, loadEncoder, sharedPglite } from './helpers.js';
 
-type Mode = 'dense' | 'sparse' | 'hybrid';
-
-/** A LangChain retriever over a PgM3Store: one mode's top-k, or the whole M3 pipeline. */
-class PgLangChainRetriever extends LcBaseRetriever {
-  lc_namespace = ['bgem3', 'pgvector'];
-  constructor(
-    private readonly store: PgM3Store,
-    private readonly mode: Mode,
-    private readonly k: number,
-  ) {
-    super();
+/** Counts the texts given to the encoder. */
+class Counting implements TextEncoder3 {
+  texts: string[] = [];
+  constructor(private readonly inner: TextEncoder3) {}
+  get modelId() {
+    return this.inner.modelId;
   }
-
-  override async _getRelevantDocuments(query: string): Promise<Document[]> {
-    const hits =
-      this.mode === 'dense'
-        ? await this.store.searchDense(query, { k: this.k })
-        : this.mode === 'sparse'
-          ? await this.store.searchSparse(query, { k: this.k })
-          : await this.store.search(query, { k: this.k });
-    return hits.map((h) => new Document({ id: h.id, pageContent: h.text, metadata: { ...h.metadata, score: h.score } }));
+  get dim() {
+    return this.inner.dim;
+  }
+  get vocabSize() {
+    return this.inner.vocabSize;
+  }
+  encode(texts: readonly string[], options?: EncodeOptions): Promise<EncodeResult[]> {
+    this.texts.push(...texts);
+    return this.inner.encode(texts, options);
   }
 }
 
-/** The LlamaIndex equivalent. */
-class PgLlamaIndexRetriever extends LiBaseRetriever {
-  constructor(
-    private readonly store: PgM3Store,
-    private readonly mode: Mode,
-    private readonly k: number,
-  ) {
-    super();
+/** A LlamaIndex LLM answering a fixed text and recording what it was sent. */
+class RecordingLLM extends BaseLLM {
+  metadata: LLMMetadata = { model: 'recording', temperature: 0, topP: 1, contextWindow: 32768, tokenizer: undefined, structuredOutput: false };
+  sent: ChatMessage[][] = [];
+  // biome-ignore lint: the overloads of BaseLLM.chat
+  async chat(params: { messages: ChatMessage[]; stream?: boolean }): Promise<any> {
+    this.sent.push(params.messages);
+    if (params.stream) {
+      return (async function* () {
+        yield { delta: 'streamed answer', raw: null };
+      })();
+    }
+    return { message: { role: 'assistant', content: 'the answer' }, raw: null } satisfies ChatResponse;
   }
-
-  async _retrieve(params: QueryBundle): Promise<NodeWithScore[]> {
-    const query = extractText(params.query);
-    const hits =
-      this.mode === 'dense'
-        ? await this.store.searchDense(query, { k: this.k })
-        : this.mode === 'sparse'
-          ? await this.store.searchSparse(query, { k: this.k })
-          : await this.store.search(query, { k: this.k });
-    return hits.map((h) => ({ node: new TextNode({ id_: h.id, text: h.text, metadata: h.metadata }), score: h.score }));
+  get transcript(): string {
+    return this.sent.flat().map((m) => extractText(m.content)).join('\n');
   }
 }
 
 let encoder: M3Encoder;
+let counting: Counting;
 let pg: OpenedPglite;
 let store: PgM3Store;
 
 before(async () => {
   [encoder, pg] = await Promise.all([loadEncoder(), sharedPglite()]);
-  store = await PgM3Store.connect({ client: pg.client, encoder, table: 'adapter_docs', denseType: 'vector', colbertPrecision: 'fp16' });
-  await store.add(CORPUS);
+  counting = new Counting(encoder);
+  store = await PgM3Store.connect({ client: pg.client, encoder: counting, table: 'adapter_docs' });
 });
 after(async () => {
   await pg.close();
 });
 
-/** Same ids in order and scores within `tol` (the ensembles rerank with float32 ColBERT, the store with fp16). */
-function assertSame(got: { id: string; score: number }[], want: { id: string; score: number }[], tol: number, what: string): void {
-  assert.deepEqual(got.map((g) => g.id), want.map((w) => w.id), what);
-  got.forEach((g, i) => assert.ok(Math.abs(g.score - want[i].score) <= tol, `${what}: ${g.id} ${g.score} vs ${want[i].score}`));
-}
-
-describe('LangChain', () => {
-  it('BGEM3EnsembleRetriever over PgM3Store dense + sparse retrievers equals store.search', async () => {
-    const ensemble = new LcEnsemble({
-      denseRetriever: new PgLangChainRetriever(store, 'dense', 100),
-      sparseRetriever: new PgLangChainRetriever(store, 'sparse', 100),
-      encoder,
-      k: 5,
-    });
-    for (const q of QUERIES) {
-      const docs = await ensemble.invoke(q);
-      const want = await store.search(q, { k: 5, fetchK: 100 });
-      assertSame(
-        docs.map((d) => ({ id: d.id as string, score: d.metadata.relevanceScore as number })),
-        want,
-        1e-4,
-        q,
-      );
-      assert.equal(docs[0].pageContent, want[0].text);
-      assert.equal(docs[0].metadata.lang, want[0].metadata.lang);
-    }
+describe('LangChain over PgM3Store', () => {
+  let vs: LcVectorStore;
+  before(async () => {
+    vs = await LcVectorStore.fromDocuments(
+      CORPUS.map((c) => new Document({ id: c.id, pageContent: c.text, metadata: c.metadata })),
+      undefined,
+      { store },
+    );
   });
 
-  it('the whole pipeline as one retriever', async () => {
-    const retriever = new PgLangChainRetriever(store, 'hybrid', 3);
-    const docs = await retriever.invoke(QUERIES[0]);
-    assert.deepEqual(docs.map((d) => d.id), (await store.search(QUERIES[0], { k: 3 })).map((h) => h.id));
+  it('the hybrid retriever equals store.search, with per-mode scores, and encodes the query only', async () => {
+    for (const q of QUERIES) {
+      counting.texts = [];
+      const docs = await vs.asRetriever({ k: 5 }).invoke(q);
+      assert.deepEqual(counting.texts, [q]);
+      const want = await store.search(q, { k: 5 });
+      assert.deepEqual(docs.map((d) => d.id), want.map((h) => h.id), q);
+      docs.forEach((d, i) => {
+        assert.ok(Math.abs(d.metadata.score - want[i]!.score) < 1e-6);
+        assert.ok(Math.abs(d.metadata.colbertScore - want[i]!.scores.colbert) < 1e-6);
+        assert.equal(d.metadata.lang, want[i]!.metadata.lang);
+      });
+    }
+    const ja = await vs.asRetriever({ k: 10, mode: 'sparse', filter: { lang: 'ja' } }).invoke('日本');
+    assert.ok(ja.length > 0 && ja.every((d) => d.metadata.lang === 'ja'), 'where filters run in SQL');
+  });
+
+  it('an LCEL RAG chain: retriever → prompt → chat model → string', async () => {
+    const prompts: string[] = [];
+    const chain = RunnableSequence.from([
+      { context: vs.asRetriever({ k: 3 }).pipe(RunnableLambda.from((docs: Document[]) => docs.map((d) => d.pageContent).join('\n'))), question: new RunnablePassthrough() },
+      ChatPromptTemplate.fromMessages([
+        ['system', 'Context:\n{context}'],
+        ['human', '{question}'],
+      ]),
+      RunnableLambda.from((p: { toString(): string }) => {
+        prompts.push(p.toString());
+        return p;
+      }),
+      new FakeListChatModel({ responses: ['Paris.'] }),
+      new StringOutputParser(),
+    ]);
+    assert.equal(await chain.invoke(QUERIES[0]!), 'Paris.');
+    for (const h of await store.search(QUERIES[0]!, { k: 3 })) assert.ok(prompts[0]!.includes(h.text));
+  });
+
+  it('the ensemble over the store is the store\'s pipeline', async () => {
+    const hits = await new LcEnsemble({ store, k: 4 }).invoke(QUERIES[2]!);
+    assert.deepEqual(hits.map((d) => d.id), (await store.search(QUERIES[2]!, { k: 4 })).map((h) => h.id));
   });
 });
 
-describe('LlamaIndex', () => {
-  it('BGEM3EnsembleRetriever over PgM3Store dense + sparse retrievers equals store.search', async () => {
-    const ensemble = new LiEnsemble({
-      retrievers: [new PgLlamaIndexRetriever(store, 'dense', 100), new PgLlamaIndexRetriever(store, 'sparse', 100)],
-      encoder,
-      topK: 5,
-      // The store encodes the plain text; LlamaIndex would prepend metadata with EMBED.
-      metadataMode: MetadataMode.NONE,
-    });
-    for (const q of QUERIES) {
-      const nodes = await ensemble.retrieve(q);
-      const want = await store.search(q, { k: 5, fetchK: 100 });
-      assertSame(
-        nodes.map((n) => ({ id: n.node.id_, score: n.score as number })),
-        want,
-        1e-4,
-        q,
-      );
-    }
+describe('LlamaIndex over PgM3Store', () => {
+  const table = 'adapter_nodes';
+  let lstore: PgM3Store;
+  let vs: LiVectorStore;
+  before(async () => {
+    lstore = await PgM3Store.connect({ client: pg.client, encoder: counting, table });
+    vs = new LiVectorStore({ store: lstore });
+    await vs.add(CORPUS.map((c) => new TextNode({ id_: c.id, text: c.text, metadata: c.metadata })));
   });
 
-  it('the whole pipeline as one retriever', async () => {
-    const nodes = await new PgLlamaIndexRetriever(store, 'hybrid', 3).retrieve(QUERIES[1]);
-    assert.deepEqual(nodes.map((n) => n.node.id_), (await store.search(QUERIES[1], { k: 3 })).map((h) => h.id));
+  it('VectorStoreIndex.fromVectorStore: hybrid retriever, query engine and ContextChatEngine, one text encoded per query', async () => {
+    const llm = new RecordingLLM();
+    Settings.llm = llm;
+    Settings.embedModel = vs.embedModel;
+    const index = await VectorStoreIndex.fromVectorStore(vs);
+    const retriever = index.asRetriever({ mode: VectorStoreQueryMode.HYBRID, similarityTopK: 4 });
+    for (const q of QUERIES) {
+      counting.texts = [];
+      const nodes = await retriever.retrieve(q);
+      assert.deepEqual([...new Set(counting.texts)], [q], 'only the query');
+      const want = await lstore.search(q, { k: 4 });
+      assert.deepEqual(nodes.map((n) => n.node.id_), want.map((h) => h.id), q);
+    }
+    const response = await index.asQueryEngine({ retriever }).query({ query: QUERIES[1]! });
+    assert.equal(response.toString(), 'the answer');
+    for (const h of await lstore.search(QUERIES[1]!, { k: 4 })) assert.ok(llm.transcript.includes(h.text));
+    const chat = new ContextChatEngine({ retriever, chatModel: llm });
+    assert.equal((await chat.chat({ message: QUERIES[3]! })).message.content, 'the answer');
+    let streamed = '';
+    for await (const c of await chat.chat({ message: QUERIES[4]!, stream: true })) streamed += c.delta;
+    assert.equal(streamed, 'streamed answer');
+  });
+
+  it('MetadataFilters are translated to SQL', async () => {
+    const r = await vs.query({
+      queryStr: 'capital',
+      mode: VectorStoreQueryMode.HYBRID,
+      similarityTopK: 24,
+      filters: { filters: [{ key: 'tags', value: ['de', 'fr'], operator: FilterOperator.ANY }, { key: 'n', value: 20, operator: FilterOperator.GTE }] },
+    });
+    const want = CORPUS.filter((c) => ['de', 'fr'].includes(c.metadata.lang as string) && (c.metadata.n as number) >= 20).map((c) => c.id).sort();
+    assert.deepEqual([...r.ids].sort(), want);
   });
 });
