@@ -237,14 +237,21 @@ try {
       log(`${kind} @ ${N}: indexed inserts ${r.indexedInsert && (r.indexedInsert as { docsPerSecond: number }).docsPerSecond} docs/s`);
 
       const rec: Record<string, number> = {};
-      for (const ef of kind === 'hnsw' ? [40, 100] : [40]) {
+      // hnsw: ef_search 40 and 100; postings: the default per-token bound and every posting.
+      const variants: [string, Record<string, number>][] =
+        kind === 'hnsw'
+          ? [['ef40', { efSearch: 40 }], ['ef100', { efSearch: 100 }]]
+          : [['perToken1000', { postingsPerToken: 1000 }], [`perToken${store.postingsPerToken}`, {}], ['perToken5000', { postingsPerToken: 5000 }], ['exact', { postingsPerToken: Infinity }]];
+      const sparseLatency: Record<string, unknown> = {};
+      for (const [label, extra] of variants) {
         const got = [];
-        for (const q of queries) got.push((await store.searchSparse(q, { k: 10, efSearch: ef })).map((h) => h.id));
-        rec[kind === 'hnsw' ? `ef${ef}` : 'exact'] = mean(got.map((g, i) => recall(g, truthSparse[i])));
+        for (const q of queries) got.push((await store.searchSparse(q, { k: 10, ...extra })).map((h) => h.id));
+        rec[label] = mean(got.map((g, i) => recall(g, truthSparse[i])));
+        sparseLatency[label] = await latency(queries, (q) => store.searchSparse(q, { k: 10, ...extra }));
       }
       r.sparseRecallAt10 = rec;
       r.latencyMs = {
-        searchSparse: await latency(queries, (q) => store.searchSparse(q, { k: 10 })),
+        searchSparse: sparseLatency,
         searchDense: await latency(queries, (q) => store.searchDense(q, { k: 10 })),
         hybrid: await latency(queries, (q) => store.search(q, { k: 10, fetchK: 100, weights: [0.4, 0.2, 0] })),
       };

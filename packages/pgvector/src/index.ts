@@ -19,7 +19,7 @@ export {
 } from './sql-client.js';
 export { openPglite, type OpenPgliteOptions, type OpenedPglite } from './pglite.js';
 export { SCHEMA_VERSION, MIN_PGVECTOR, type DenseType, type HnswParams, type SparseIndexKind, type StoreMeta } from './schema.js';
-export { DEFAULT_RERANK_DEPTH } from './options.js';
+export { DEFAULT_POSTINGS_PER_TOKEN, DEFAULT_RERANK_DEPTH } from './options.js';
 export { isConflictError, type ReconnectOptions } from './retry.js';
 export { whereToSql } from './where-sql.js';
 export { HNSW_SPARSE_MAX_NNZ, SPARSEVEC_MAX_NNZ, projectSparse, type PgColbertPrecision } from './codec.js';

@@ -45,6 +45,13 @@ export interface PgM3StoreOptions {
    * SQL; or `'hnsw'`, pgvector's approximate HNSW index over the ≤ 1,000 largest weights.
    */
   sparseIndex?: SparseIndexKind;
+  /**
+   * `sparseIndex: 'postings'`: postings read per query token, highest weights first (default
+   * {@link DEFAULT_POSTINGS_PER_TOKEN}; `Infinity`: all, the exact top). Bounds the work of a query
+   * token that occurs in many documents; a token with fewer postings is read whole. Searches with
+   * a `where` filter read every posting (the filter applies before the top is taken).
+   */
+  postingsPerToken?: number;
   /** Non-zeros of the HNSW-indexed sparse projection (`sparseIndex: 'hnsw'` only; default and maximum 1,000, pgvector's limit). */
   sparseIndexNnz?: number;
   /** HNSW build parameters of a new store's HNSW indexes (default m 16, ef_construction 64). */
@@ -91,6 +98,8 @@ export interface PgM3SearchOptions extends M3SearchOptions {
   efSearch?: number;
   /** Candidates that get the ColBERT rerank (default the store's `rerankDepth`; at least k). */
   rerankDepth?: number;
+  /** Postings read per query token (default the store's `postingsPerToken`). */
+  postingsPerToken?: number;
 }
 
 /** Options of {@link PgM3Store.searchDense} / {@link PgM3Store.searchSparse}: core's, plus HNSW knobs. */
@@ -99,6 +108,8 @@ export interface PgM3SingleModeOptions extends M3SingleModeOptions {
   fetchK?: number;
   /** `hnsw.ef_search` for this query. */
   efSearch?: number;
+  /** Postings read per query token (default the store's `postingsPerToken`). */
+  postingsPerToken?: number;
 }
 
 /** Defaults and limits. */
@@ -111,6 +122,11 @@ export const MAX_EF_SEARCH = 1000;
  * over all candidates and over the best 40 by dense + sparse agree (see the README).
  */
 export const DEFAULT_RERANK_DEPTH = 40;
+/**
+ * Default {@link PgM3StoreOptions.postingsPerToken}: chosen by measurement (bench/pgvector.bench.ts,
+ * "postingsPerToken"; see the README).
+ */
+export const DEFAULT_POSTINGS_PER_TOKEN = 2000;
 /** A bound on one INSERT statement's payload (ColBERT bytes dominate) and its parameters (≤ 65,535). */
 export const MAX_STATEMENT_BYTES = 32 * 1024 * 1024;
 

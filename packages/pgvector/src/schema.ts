@@ -10,7 +10,9 @@
  *                                                            largest, HNSW-indexed ('hnsw')
  *                      sparse_full sparsevec(vocab) NULL     all weights, only when sparse had to be cut
  *                      colbert bytea NULL                    ColBERT vectors (core's ColbertCodec bytes)
- *     <table>_postings token int4, weight float4, doc bigint → <table>.rowid ON DELETE CASCADE
+ *     <table>_postings token int4, weight float4, doc bigint (= <table>.rowid; kept in step by
+ *                      the store's writes and deletes, in the same transactions: a foreign key
+ *                      would check every one of a document's ~150 rows on insert)
  *                      btree (token, weight DESC) INCLUDE (doc), btree (doc)   ('postings' only)
  *     <table>_meta     schema_version, model_id, dim, vocab_size, colbert_precision, dense_type,
  *                      sparse_index_nnz, sparse_index
@@ -296,7 +298,7 @@ async function createStoreTables(tx: SqlQueryable, table: TableName, meta: Store
           `CREATE TABLE IF NOT EXISTS ${postings} (
             token integer NOT NULL,
             weight real NOT NULL,
-            doc bigint NOT NULL REFERENCES ${docs} (rowid) ON DELETE CASCADE
+            doc bigint NOT NULL
           )`,
           `CREATE INDEX IF NOT EXISTS ${derived(table, '_postings_token')} ON ${postings} (token, weight DESC) INCLUDE (doc)`,
           `CREATE INDEX IF NOT EXISTS ${derived(table, '_postings_doc')} ON ${postings} (doc)`,

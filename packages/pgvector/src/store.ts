@@ -65,6 +65,7 @@ import { intArray, realArray, rowBytes, toRow, type Row, type RowShape } from '.
 import { parseTableName, qualified, type TableName } from './identifiers.js';
 import {
   invalidArgument,
+  DEFAULT_POSTINGS_PER_TOKEN,
   DEFAULT_RERANK_DEPTH,
   DEFAULT_TABLE,
   MAX_EF_SEARCH,
@@ -78,6 +79,12 @@ import { checkRetryPolicy, withRetries, type RetryPolicy } from './retry.js';
 import { SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS, ensureSchema, indexStatements, isPglite, metaDifferences, versionAtLeast, type DenseType, type HnswParams, type SparseIndexKind, type StoreMeta } from './schema.js';
 import type { SqlClient, SqlQueryable, SqlRow } from './sql-client.js';
 import { whereToSql } from './where-sql.js';
+
+/** A `postingsPerToken` option: a positive integer or Infinity (undefined: the default). */
+function checkPostingsPerToken(v: unknown): number | undefined {
+  if (v === undefined || v === Infinity) return v;
+  return checkPositiveInt(v, 'postingsPerToken', 0);
+}
 
 /** Sorts by score descending, then id ascending (M3Index's order). */
 function byScoreThenId<T extends { id: string; score: number }>(a: T, b: T): number {
@@ -150,6 +157,8 @@ export class PgM3Store implements M3Store {
   readonly table: string;
   /** Default number of candidates that get the ColBERT rerank. */
   readonly rerankDepth: number;
+  /** Default postings read per query token (`'postings'`; Infinity: all). */
+  readonly postingsPerToken: number;
 
   private readonly client: SqlClient;
   private readonly encoderRef: TextEncoder3 | undefined;
@@ -192,6 +201,7 @@ export class PgM3Store implements M3Store {
     this.statementRows = options.writeBatchSize ?? 256;
     this.efSearch = options.efSearch ?? PG_DEFAULT_EF_SEARCH;
     this.rerankDepth = options.rerankDepth ?? DEFAULT_RERANK_DEPTH;
+    this.postingsPerToken = options.postingsPerToken ?? DEFAULT_POSTINGS_PER_TOKEN;
     this.retry = retry;
     this.threads = options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {};
     // Iterative index scans (keep scanning until enough rows pass a filter) arrived in 0.8.0.
@@ -228,6 +238,7 @@ export class PgM3Store implements M3Store {
     checkPositiveInt(options.sparseIndexNnz, 'sparseIndexNnz', 0, HNSW_SPARSE_MAX_NNZ);
     for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth'] as const) checkPositiveInt(options[key], key, 0);
     checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
+    checkPostingsPerToken(options.postingsPerToken);
     if (options.modelId !== undefined && typeof options.modelId !== 'string') invalidArgument('modelId must be a string');
     const retry = checkRetryPolicy(options.reconnect, options.conflictRetries);
     const m = checkPositiveInt(options.hnsw?.m, 'hnsw.m', 16, 100);
@@ -488,8 +499,10 @@ export class PgM3Store implements M3Store {
         : this.run(() =>
             this.client.transaction(async (tx) => {
               const rows = await tx.query<{ n: number }>(
-                `WITH l AS (SELECT id FROM ${this.t} WHERE id = ANY($1::text[]) ORDER BY id COLLATE "C" FOR UPDATE),
-                  d AS (DELETE FROM ${this.t} t USING l WHERE t.id = l.id RETURNING 1)
+                `WITH l AS (SELECT id, rowid FROM ${this.t} WHERE id = ANY($1::text[]) ORDER BY id COLLATE "C" FOR UPDATE),
+                  d AS (DELETE FROM ${this.t} t USING l WHERE t.id = l.id RETURNING 1)${
+                    this.sparseIndex === 'postings' ? `, p AS (DELETE FROM ${this.postings} p USING l WHERE p.doc = l.rowid RETURNING 1)` : ''
+                  }
                  SELECT count(*)::int AS n FROM d`,
                 [list],
               );
@@ -594,7 +607,7 @@ export class PgM3Store implements M3Store {
    * The SQL of the sparse first stage: ids of the top `n` documents by sparse score that pass
    * the `where` filter and share at least one token with the query. `sq` is the query sparsevec.
    */
-  private sparseStage(q: SparseVector, n: string, f: CheckedFilters, params: unknown[], sq: string): string {
+  private sparseStage(q: SparseVector, n: string, f: CheckedFilters, params: unknown[], sq: string, perToken: number | undefined): string {
     if (this.sparseIndex === 'hnsw') {
       return `SELECT id FROM (SELECT id, sparse <#> ${sq} AS dist FROM ${this.t} WHERE ${this.condition(f, params)} ORDER BY sparse <#> ${sq} LIMIT ${n}) x WHERE dist < 0`;
     }
@@ -603,9 +616,17 @@ export class PgM3Store implements M3Store {
     for (let i = 0; i < q.values.length; i++) if (q.values[i] > 0) keep.push(i);
     const tok = `$${params.push(intArray(keep.map((i) => q.indices[i])))}::int4[]`;
     const w = `$${params.push(realArray(Float32Array.from(keep, (i) => q.values[i])))}::float8[]`;
-    const where = f.where === undefined ? '' : `JOIN ${this.t} f ON f.rowid = p.doc WHERE ${this.condition(f, params, 'f.metadata')}`;
+    const depth = checkPostingsPerToken(perToken) ?? this.postingsPerToken;
+    // Per query token, its postings by weight (index order), at most `depth` of them; with a
+    // filter, all of them (joined to the documents to test the filter first).
+    const postings =
+      f.where !== undefined
+        ? `JOIN ${this.postings} p ON p.token = q.token JOIN ${this.t} f ON f.rowid = p.doc WHERE ${this.condition(f, params, 'f.metadata')}`
+        : depth === Infinity
+          ? `JOIN ${this.postings} p ON p.token = q.token`
+          : `CROSS JOIN LATERAL (SELECT x.doc, x.weight FROM ${this.postings} x WHERE x.token = q.token ORDER BY x.weight DESC LIMIT $${params.push(depth)}) p`;
     return `SELECT t.id FROM (SELECT p.doc, sum(p.weight * q.w) AS score FROM unnest(${tok}, ${w}) AS q(token, w)
-        JOIN ${this.postings} p ON p.token = q.token ${where}
+        ${postings}
         GROUP BY p.doc ORDER BY score DESC, p.doc LIMIT ${n}) x JOIN ${this.t} t ON t.rowid = x.doc`;
   }
 
@@ -630,7 +651,7 @@ export class PgM3Store implements M3Store {
     const exactDense = this.denseType === 'vector' ? '$1::vector' : `$${params.push(params[0])}::vector`;
     const filtered = o.where !== undefined;
     const cond = this.condition(o, params);
-    const sparseStage = this.sparseStage(q.sparse as SparseVector, '$3', o, params, '$2::sparsevec');
+    const sparseStage = this.sparseStage(q.sparse as SparseVector, '$3', o, params, '$2::sparsevec', options.postingsPerToken);
     // Rank by the partial score: all candidates if a function filter must see them first, or if
     // dense and sparse carry no weight (the rank would then be arbitrary).
     const rankAll = o.filter !== undefined || wd + ws === 0;
@@ -733,7 +754,7 @@ export class PgM3Store implements M3Store {
     const { o, n } = this.singleModeOptions(options);
     const q = await this.encodeQuery(query, { sparse: true }, o.signal);
     const params: unknown[] = [formatSparse(q.sparse as SparseVector, this.vocabSize), n];
-    const stage = this.sparseStage(q.sparse as SparseVector, '$2', o, params, '$1::sparsevec');
+    const stage = this.sparseStage(q.sparse as SparseVector, '$2', o, params, '$1::sparsevec', options.postingsPerToken);
     const rows = await this.read<CandidateRow>(
       n,
       options.efSearch,

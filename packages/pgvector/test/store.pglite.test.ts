@@ -103,6 +103,19 @@ describe('agreement with the embedded M3Index', () => {
     }
   });
 
+  it('postingsPerToken: Infinity (every posting) equals M3Index; a bound of 1 reads only the heaviest posting of each query token', async () => {
+    for (const q of QUERIES) {
+      const want = await index.searchSparse(q, { k: 6 });
+      assert.deepEqual((await store.searchSparse(q, { k: 6, postingsPerToken: Infinity })).map((h) => h.id), want.map((h) => h.id), q);
+      const [enc] = await encoder.encode([q], { sparse: true });
+      const one = await store.searchSparse(enc, { k: 50, postingsPerToken: 1 });
+      assert.ok(one.length <= (enc.sparse as SparseVector).indices.length, `${q}: at most one document per query token`);
+      const exact = new Map((await index.searchSparse(enc, { k: 50 })).map((h) => [h.id, h.score]));
+      for (const h of one) assert.ok(Math.abs(h.score - (exact.get(h.id) as number)) < 1e-5, `${q}: ${h.id} scored exactly`);
+    }
+    await assert.rejects(store.searchSparse(QUERIES[0], { postingsPerToken: 0 }), /postingsPerToken/);
+  });
+
   it('get / has / ids / count', async () => {
     assert.deepEqual(await store.get('ja-fuji'), { id: 'ja-fuji', ...CORPUS.find((c) => c.id === 'ja-fuji') });
     assert.equal(await store.get('nope'), undefined);
@@ -237,6 +250,28 @@ describe('writes', () => {
     // metadata with a "\\u0000" text (not a NUL) is fine
     await store.addEncoded([{ id: 'ok', text: 'ok', metadata: { s: '\\u0000' }, encoding: enc }]);
     assert.deepEqual((await store.get('ok'))?.metadata, { s: '\\u0000' });
+  });
+
+  it('a multi-batch add that fails midway names the committed ids; addEncoded is atomic', async () => {
+    let calls = 0;
+    const failing: TextEncoder3 = {
+      modelId: encoder.modelId,
+      dim: encoder.dim,
+      vocabSize: encoder.vocabSize,
+      encode: (texts, options) => (++calls === 3 ? Promise.reject(new Error('encoder crashed')) : encoder.encode(texts, options)),
+    };
+    const store = await fresh({ encoder: failing, batchSize: 5 });
+    await assert.rejects(store.add(CORPUS), (e: Error & { committedIds?: string[] }) => {
+      assert.match(e.message, /encoder crashed/);
+      assert.deepEqual([...(e.committedIds ?? [])].sort(), CORPUS.slice(0, 10).map((c) => c.id).sort());
+      return true;
+    });
+    assert.equal(await store.count(), 10);
+    // addEncoded: one transaction; a row the database refuses rolls back the whole call.
+    const [enc] = await encoder.encode(['x'], { dense: true, sparse: true, colbert: true });
+    await pg.client.query(`ALTER TABLE "${store.table}" ADD CONSTRAINT no_z CHECK (id <> 'zzz')`);
+    await assert.rejects(store.addEncoded([{ id: 'aaa', text: 'x', encoding: enc }, { id: 'zzz', text: 'x', encoding: enc }]), /no_z/);
+    assert.equal(await store.has('aaa'), false, 'nothing of the failed call is stored');
   });
 
   it('add honours an AbortSignal between batches', async () => {
