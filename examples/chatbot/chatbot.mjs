@@ -7,8 +7,8 @@
  *   1. Condense: a follow-up ("How many moons does it have?") becomes a standalone question using
  *      the conversation so far (an LLM rewrites it; the offline fallback prepends the previous
  *      question), so retrieval sees what "it" is.
- *   2. Retrieve with BGEM3EnsembleRetriever: dense + sparse candidates, reranked by all three
- *      BGE-M3 scores.
+ *   2. Retrieve with a BGEM3VectorStore's hybrid retriever: dense + sparse candidates, reranked
+ *      by all three BGE-M3 scores from the stored vectors (only the question is encoded).
  *   3. Answer with the sources and the last turns in the prompt, streamed as it is generated,
  *      citing sources as [1], [2].
  *
@@ -21,7 +21,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { BGEM3EnsembleRetriever } from '@bgem3/langchain';
+import { BGEM3VectorStore } from '@bgem3/langchain';
 import { Document } from '@langchain/core/documents';
 import { AIMessage, HumanMessage } from '@langchain/core/messages';
 import { StringOutputParser } from '@langchain/core/output_parsers';
@@ -82,7 +82,8 @@ async function main() {
     const files = loadKnowledge();
     const splitter = new RecursiveCharacterTextSplitter({ chunkSize: 400, chunkOverlap: 40 });
     const chunks = (await splitter.splitDocuments(files)).map((c, i) => new Document({ ...c, id: `chunk-${i}` }));
-    const retriever = await BGEM3EnsembleRetriever.fromDocuments(chunks, { encoder, k: 3 });
+    const vectorStore = await BGEM3VectorStore.fromDocuments(chunks, undefined, { encoder });
+    const retriever = vectorStore.asRetriever({ k: 3 });
     console.log(`Knowledge: ${files.length} files, ${chunks.length} chunks, BGE-M3 hybrid retrieval + ColBERT rerank [model ${opts.model}]`);
 
     /** The conversation: the last `maxTurns` question/answer pairs. */
@@ -134,6 +135,7 @@ async function main() {
       if (interactive) rl.prompt();
     }
     rl.close();
+    await vectorStore.store.close();
   } finally {
     await encoder.close();
   }

@@ -2,9 +2,10 @@
 /**
  * An LCEL RAG chain with BGE-M3 hybrid retrieval:
  *
- *   text files (docs/) → RecursiveCharacterTextSplitter → BGEM3EnsembleRetriever.fromDocuments
- *   (dense + sparse candidates, reranked by dense + sparse + ColBERT) → prompt → chat model
- *   → answer citing its sources as [1], [2], listed with their files.
+ *   text files (docs/) → RecursiveCharacterTextSplitter → BGEM3VectorStore.fromDocuments (an
+ *   M3Index keeping each chunk's dense, sparse and ColBERT vectors from one forward pass)
+ *   → its hybrid retriever (dense ∪ sparse candidates, reranked by dense + sparse + ColBERT from
+ *   the stored vectors) → prompt → chat model → answer citing its sources as [1], [2].
  *
  *   pnpm start                                   # BAAI/bge-m3, downloaded once (~2.3 GB)
  *   pnpm start -- --model /path/to/model/dir     # a local model directory
@@ -13,7 +14,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BGEM3EnsembleRetriever } from '@bgem3/langchain';
+import { BGEM3VectorStore } from '@bgem3/langchain';
 import { Document } from '@langchain/core/documents';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
@@ -68,9 +69,11 @@ async function main() {
     const splitter = new RecursiveCharacterTextSplitter({ chunkSize: 500, chunkOverlap: 50 });
     const chunks = (await splitter.splitDocuments(files)).map((c, i) => new Document({ ...c, id: `chunk-${i}` }));
 
-    // 3. Hybrid retriever: a MemoryVectorStore (dense) and a sparse index, filled with ONE
-    //    forward pass per chunk; every query reranks the candidates by the M3 All score.
-    const retriever = await BGEM3EnsembleRetriever.fromDocuments(chunks, { encoder, k: 3, fetchK: 100, rerankWeights: [0.4, 0.2, 0.4] });
+    // 3. The store (an in-memory M3Index here; pass { store } for M3Index.open(dir) on disk or a
+    //    PgM3Store), filled with ONE forward pass per chunk. Its retriever runs the M3 pipeline:
+    //    dense ∪ sparse candidates, reranked by the M3 All score; only the question is encoded.
+    const vectorStore = await BGEM3VectorStore.fromDocuments(chunks, undefined, { encoder });
+    const retriever = vectorStore.asRetriever({ k: 3, mode: 'hybrid', fetchK: 100, weights: [0.4, 0.2, 0.4] });
     console.log(`Indexed ${files.length} files as ${chunks.length} chunks (BGE-M3 dense + sparse, reranked with ColBERT) [model ${opts.model}]`);
 
     // 4. The chain: retrieve → format the numbered sources → prompt → chat model → text.
@@ -90,11 +93,12 @@ async function main() {
       console.log('Sources:');
       docs.forEach((d, i) => {
         const m = d.metadata;
-        const scores = `dense ${m.denseScore.toFixed(3)}, sparse ${m.sparseScore.toFixed(3)}, colbert ${m.colbertScore.toFixed(3)} → ${m.relevanceScore.toFixed(3)}`;
+        const scores = `dense ${m.denseScore.toFixed(3)}, sparse ${m.sparseScore.toFixed(3)}, colbert ${m.colbertScore.toFixed(3)} → ${m.score.toFixed(3)}`;
         const lines = m.loc?.lines ? (m.loc.lines.from === m.loc.lines.to ? `line ${m.loc.lines.from}` : `lines ${m.loc.lines.from}-${m.loc.lines.to}`) : '';
         console.log(`  [${i + 1}] ${m.source}${lines ? `, ${lines}` : ''} (${scores})`);
       });
     }
+    await vectorStore.store.close();
   } finally {
     await encoder.close();
   }

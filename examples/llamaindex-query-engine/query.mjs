@@ -2,9 +2,10 @@
 /**
  * A LlamaIndex.TS query engine with BGE-M3 hybrid retrieval and a ColBERT reranker:
  *
- *   text files (data/) → VectorStoreIndex (Settings.embedModel = BGEM3Embedding)
- *   → BGEM3EnsembleRetriever (the index's dense retriever + BGEM3SparseRetriever, fused, reranked
- *     by BGE-M3's dense + sparse + ColBERT score) → BGEM3ColbertReranker (node postprocessor)
+ *   text files (data/) → VectorStoreIndex over a BGEM3VectorStore (an M3Index keeping each
+ *   chunk's dense, sparse and ColBERT vectors from one forward pass)
+ *   → hybrid retrieval (dense ∪ sparse candidates reranked by BGE-M3's dense + sparse + ColBERT
+ *     score, from the stored vectors) → BGEM3ColbertReranker (node postprocessor)
  *   → response synthesizer + LLM → answer, with its source nodes.
  *
  *   pnpm start                                   # BAAI/bge-m3, downloaded once (~2.3 GB)
@@ -14,8 +15,9 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BGEM3ColbertReranker, BGEM3Embedding, BGEM3EnsembleRetriever, BGEM3SparseRetriever } from '@bgem3/llamaindex';
-import { Document, MetadataMode, SentenceSplitter, Settings, VectorStoreIndex } from 'llamaindex';
+import { M3Index } from '@bgem3/core';
+import { BGEM3ColbertReranker, BGEM3EnsembleRetriever, BGEM3VectorStore } from '@bgem3/llamaindex';
+import { Document, MetadataMode, SentenceSplitter, Settings, VectorStoreIndex, storageContextFromDefaults } from 'llamaindex';
 import { llmFromEnv, loadEncoder, parseOptions } from './setup.mjs';
 
 const NAME = 'llamaindex-query-engine';
@@ -43,28 +45,28 @@ async function main() {
   const { llm, description } = await llmFromEnv();
   console.log(`LLM: ${description}`);
 
-  // One encoder for every class: each chunk goes through BGE-M3 once, and the embedding, the
-  // sparse retriever, the ensemble and the reranker all reuse that pass.
+  // One encoder for the whole script: the store, the embedding and the reranker use it.
   const encoder = await loadEncoder(NAME, opts);
   try {
+    // The store: an M3Index (M3Index.open(dir, { encoder }) would keep it on disk; PgM3Store
+    // from @bgem3/pgvector works the same). Each chunk is encoded once, all three outputs.
+    const store = await M3Index.create({ encoder });
+    const vectorStore = new BGEM3VectorStore({ store });
     Settings.llm = llm;
-    Settings.embedModel = new BGEM3Embedding({ encoder });
+    Settings.embedModel = vectorStore.embedModel;
     Settings.nodeParser = new SentenceSplitter({ chunkSize: 128, chunkOverlap: 16 });
 
     const documents = loadDocuments();
-    const index = await VectorStoreIndex.fromDocuments(documents);
+    const index = await VectorStoreIndex.fromDocuments(documents, { storageContext: await storageContextFromDefaults({ vectorStore }) });
 
-    // Hybrid retrieval: the index's dense retriever and a sparse retriever over the same nodes
-    // (the default SimpleVectorStore keeps them in the docStore), fused by RRF, then every
-    // candidate rescored by (0.4·dense + 0.2·sparse + 0.4·colbert).
-    const hybrid = new BGEM3EnsembleRetriever({
-      encoder,
-      retrievers: [index.asRetriever({ similarityTopK: 10 }), new BGEM3SparseRetriever({ encoder, docStore: index.docStore, topK: 10 })],
-      topK: 5,
-    });
-    // ColBERT late interaction keeps the best 3 of those 5 for the LLM. MetadataMode.EMBED scores
-    // the text that was embedded, so the nodes' ColBERT vectors come from the encode cache.
-    const reranker = new BGEM3ColbertReranker({ encoder, topN: 3, metadataMode: MetadataMode.EMBED });
+    // Hybrid retrieval over the store: dense ∪ sparse candidates, each rescored by
+    // (0.4·dense + 0.2·sparse + 0.4·colbert) from its stored vectors; only the question is
+    // encoded. index.asRetriever({ mode: "hybrid", similarityTopK: 5 }) returns the same nodes;
+    // the ensemble also records each mode's score, printed below.
+    const hybrid = new BGEM3EnsembleRetriever({ vectorStore, topK: 5 });
+    // ColBERT late interaction keeps the best 3 of those 5 for the LLM, rescoring them from the
+    // store's ColBERT vectors (nothing is encoded again).
+    const reranker = new BGEM3ColbertReranker({ store, topN: 3 });
     const queryEngine = index.asQueryEngine({ retriever: hybrid, nodePostprocessors: [reranker] });
     console.log(`Indexed ${documents.length} documents [model ${opts.model}]; query engine: hybrid retriever (top 5) → ColBERT reranker (top 3) → LLM`);
 
@@ -80,6 +82,7 @@ async function main() {
         console.log(`  [${i + 1}] ${n.node.metadata.source} (ColBERT ${n.score?.toFixed(3)}${m3}) "${text.length > 70 ? `${text.slice(0, 69)}…` : text}"`);
       });
     }
+    await store.close();
   } finally {
     await encoder.close();
   }

@@ -21,7 +21,10 @@ export interface BGEM3ColbertRerankerOptions extends BGEM3ModelOptions {
    * raw MaxSim is also recorded under `scoresMetadataKey`.
    */
   scoreScale?: 'unit' | 'raw';
-  /** Metadata key of the scores (default `"bgem3_scores"`, hidden from embeddings and prompts); `null`: none, the nodes are returned as given. */
+  /**
+   * Metadata key of the scores (default `"bgem3_rerank"`, hidden from embeddings and prompts, so a
+   * retriever's `bgem3_scores` stay beside it); `null`: none, the nodes are returned as given.
+   */
   scoresMetadataKey?: string | null;
 }
 
@@ -50,7 +53,7 @@ export class BGEM3ColbertReranker implements BaseNodePostprocessor {
     this.topN = positiveInt(o.topN, 'topN', 2);
     this.metadataMode = metadataModeOf(o.metadataMode, MetadataMode.ALL);
     this.scoreScale = oneOf(o.scoreScale, ['unit', 'raw'] as const, 'scoreScale', 'unit');
-    const key = o.scoresMetadataKey === undefined ? 'bgem3_scores' : o.scoresMetadataKey;
+    const key = o.scoresMetadataKey === undefined ? 'bgem3_rerank' : o.scoresMetadataKey;
     if (key !== null && (typeof key !== 'string' || key.length === 0)) invalid('scoresMetadataKey must be a non-empty string or null');
     this.scoresMetadataKey = key;
   }

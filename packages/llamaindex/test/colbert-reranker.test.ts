@@ -43,8 +43,8 @@ describe('BGEM3ColbertReranker (the Cohere / Jina reranker patterns)', () => {
       assert.equal(n.node.id_, `t${j}`);
       assert.ok(Math.abs(n.score! - (raw[j]! + 1) / 2) < 1e-6);
       assert.ok(n.score! >= 0 && n.score! <= 1);
-      assert.ok(Math.abs((n.node.metadata.bgem3_scores as { colbert: number }).colbert - raw[j]!) < 1e-6);
-      assert.ok(!n.node.getContent(MetadataMode.LLM).includes('bgem3_scores'), 'the score record stays out of prompts');
+      assert.ok(Math.abs((n.node.metadata.bgem3_rerank as { colbert: number }).colbert - raw[j]!) < 1e-6);
+      assert.ok(!n.node.getContent(MetadataMode.LLM).includes('bgem3_rerank'), 'the score record stays out of prompts');
       assert.ok(!nodes.includes(n));
     });
     const rawScale = await new BGEM3ColbertReranker({ encoder, topN: 3, scoreScale: 'raw' }).postprocessNodes(nodes, QUERY);
