@@ -1,11 +1,12 @@
 /**
  * Checks that a directory the CLI will write (an index's `--out`) can be written, before any
  * expensive work: loading the model and encoding a corpus only to fail at the save wastes
- * minutes. Nothing is created here; the save creates the directory.
+ * minutes. Nothing is left behind here (a probe directory is created and removed); the save
+ * creates the directory.
  */
-import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rmdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { describeFsError } from '../util/fs-errors.js';
 import { UserError } from './user-error.js';
 
@@ -26,11 +27,15 @@ export async function assertWritableDirectory(dir: string, flag: string): Promis
       if (!st.isDirectory()) {
         throw new UserError(p === target ? `cannot write ${flag} ${dir}: it is a file, not a directory` : `cannot write ${flag} ${dir}: ${p} is a file, not a directory`);
       }
+      // A real probe, not access(2): root passes access() on file systems that refuse new
+      // entries (sysfs, procfs), and a read-only mount is only certain when a write is tried.
+      const probe = join(p, `.bgem3-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
       try {
-        await access(p, constants.W_OK);
+        await mkdir(probe);
       } catch (err) {
         throw new UserError(`cannot write ${flag} ${dir}: ${p === target ? 'the directory' : p}: ${describeFsError(err)}`);
       }
+      await rmdir(probe).catch(() => undefined);
       return;
     }
     const parent = dirname(p);
