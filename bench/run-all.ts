@@ -28,6 +28,7 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '2' },
     texts: { type: 'string' },
     'skip-long': { type: 'boolean', default: false },
+    'skip-store': { type: 'boolean', default: false },
   },
 });
 const quick = values.quick!;
@@ -91,6 +92,42 @@ function pgvectorSection(pg: any): string[] {
       : []),
     '',
   ];
+}
+
+/** The embedded store's rows (bench/store.bench.ts; issue 14's targets). */
+function storeRows(st: any): Array<[string, string, string, string]> {
+  if (!st?.search) return [];
+  const s = st.search;
+  const n = s.passages.toLocaleString('en-US');
+  const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  const out: Array<[string, string, string, string]> = [
+    [`M3Index, ${n} passages (256 ColBERT vectors of 1024, int8): RSS after load`, '≤ 1.5 GB', `${(s.rssAfterLoadMB / 1024).toFixed(2)} GiB (index ${(s.rssOfIndexMB / 1024).toFixed(2)} GiB of it)`, s.rssAfterLoadMB <= 1536 ? 'met' : 'missed'],
+    [`M3Index, ${n} passages: load`, '≤ 3 s', `${s.loadSeconds.toFixed(2)} s`, s.loadSeconds <= 3 ? 'met' : 'missed'],
+    [
+      `M3Index, ${n} passages: hybrid search (k 10, fetchK 100, all three modes), warm page cache`,
+      'median ≤ 50 ms, p95 ≤ 150 ms',
+      `median ${s.hybridWarm.median.toFixed(1)} ms, p95 ${s.hybridWarm.p95.toFixed(1)} ms (first query after load ${s.firstQueryMs.toFixed(0)} ms; first pass median ${s.hybridFirstPass.median.toFixed(1)} ms; dense only ${s.dense.median.toFixed(1)} ms, sparse only ${s.sparse.median.toFixed(1)} ms)`,
+      s.hybridWarm.median <= 50 && s.hybridWarm.p95 <= 150 ? 'met' : 'missed',
+    ],
+    [`M3Index, ${n} passages: size on disk`, 'reported', gb(st.build.diskBytes), '—'],
+  ];
+  if (st.add) out.push([`adding 1,000 passages to it and committing: bytes written`, '≤ 3% of the index', `${(st.add.shareOfIndex * 100).toFixed(2)}% (${gb(st.add.writeBytes)} of ${gb(st.add.indexBytes)}, commit + checkpoint, ${st.add.commitSeconds.toFixed(1)} s)`, st.add.shareOfIndex <= 0.03 ? 'met' : 'missed']);
+  if (st.legacy && st['legacy-new']) {
+    const o = st.legacy;
+    const w = st['legacy-new'];
+    out.push([
+      `previous layout (all in memory, full-generation saves) vs M3Index at ${o.passages.toLocaleString('en-US')} passages`,
+      'reported',
+      `RSS ${(o.rssOfIndexMB / 1024).toFixed(2)} vs ${(w.rssOfIndexMB / 1024).toFixed(2)} GiB; save after a 1% change ${o.saveAfterChangeSeconds.toFixed(1)} s / ${gb(o.savedAfterChangeBytes)} vs ${w.saveAfterChangeSeconds.toFixed(2)} s / ${(w.savedAfterChangeBytes / 2 ** 20).toFixed(1)} MiB; hybrid search median ${o.hybridWarm.median.toFixed(0)} vs ${w.hybridWarm.median.toFixed(0)} ms`,
+      '—',
+    ]);
+  }
+  if (st.precision?.int8) {
+    const p = st.precision;
+    const f = (x: any) => `MaxSim error mean ${x.maxSimMeanAbsError.toExponential(1)} / max ${x.maxSimMaxAbsError.toExponential(1)}, identical top 10 in ${(x.identicalTop10 * 100).toFixed(0)}% of queries`;
+    out.push([`ColBERT precision vs fp32 (${p.passages} passages, ${p.queries} queries): int8 (default) · fp16 · none`, 'measured; default by measurement', `int8: ${f(p.int8)}; fp16: ${f(p.fp16)}; none: top-10 overlap ${(p.none.top10Overlap * 100).toFixed(0)}%`, '—']);
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -175,6 +212,12 @@ async function main(): Promise<void> {
   log('retrieval (sparse vs BM25Retriever, ColBERT rerank, dense) …');
   await run(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/retrieval.bench.ts'), ...(quick ? ['--quick'] : [])]);
   const retrieval = JSON.parse(readFileSync(join(ROOT, `bench/results/retrieval${quick ? '.quick' : ''}.json`), 'utf8'));
+  if (!values['skip-store']) {
+    log('embedded store (M3Index: 100k passages on disk, load, hybrid search, commit bytes, the previous layout) …');
+    await run(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/store.bench.ts'), ...(quick ? ['--quick'] : [])]);
+  }
+  const storePath = join(ROOT, `bench/results/store${quick ? '.quick' : ''}.json`);
+  const store = existsSync(storePath) ? JSON.parse(readFileSync(storePath, 'utf8')) : undefined;
   const pgPath = join(ROOT, 'bench/results/pgvector.json');
   const pg = existsSync(pgPath) ? JSON.parse(readFileSync(pgPath, 'utf8')) : undefined;
 
@@ -210,6 +253,7 @@ async function main(): Promise<void> {
   }
   if (k10 !== undefined) rows.push([`sparse query at ${sparse.documents} docs (k=10)`, '≤ 10 ms; ≥ 100× BM25Retriever', `${k10.toFixed(2)} ms; ${bm25 ? ratio(bm25, k10) : 'n/a'} faster than BM25Retriever (${bm25?.toFixed?.(0)} ms)`, k10 <= 10 && (!bm25 || bm25 / k10 >= 100) ? 'met' : 'missed']);
   if (rerank !== undefined) rows.push(['ColBERT rerank 100 candidates × 256 tokens × 1024 dims', '≤ 40 ms', `${rerank.toFixed(1)} ms`, rerank <= 40 ? 'met' : 'missed']);
+  rows.push(...storeRows(store));
   rows.push(['time to first embedding (import + load + one short text)', 'reported', `fp32 ${ttfe.fp32.firstEmbeddingSeconds.toFixed(1)} s, int8 ${ttfe.q8.firstEmbeddingSeconds.toFixed(1)} s`, '—']);
 
   const md = [
