@@ -122,6 +122,12 @@ export class EncodeBatcher {
     if (this.closing) return Promise.reject(new ApiError(503, 'shutting_down', 'the server is shutting down; retry on another instance', { retryAfter: 1 }));
     if (texts.length === 0) return Promise.resolve([]);
     const tokens = texts.reduce((s, t) => s + t.tokens, 0);
+    if (texts.length > this.opts.maxQueueTexts || tokens > this.opts.maxQueueTokens) {
+      // Could never be queued: not a "retry later" but a request to split.
+      return Promise.reject(
+        new ApiError(413, 'request_too_large', `this request (${texts.length} texts, ${tokens} tokens) exceeds the server's whole queue (${this.opts.maxQueueTexts} texts, ${this.opts.maxQueueTokens} tokens): split it`),
+      );
+    }
     if (this.queue.length + texts.length > this.opts.maxQueueTexts || this.queuedTokens + tokens > this.opts.maxQueueTokens) {
       return Promise.reject(
         new ApiError(429, 'queue_full', `the server's queue is full (${this.queue.length} texts, ${this.queuedTokens} tokens waiting); retry later`, {

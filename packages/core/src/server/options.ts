@@ -54,7 +54,10 @@ export interface ServerOptions {
    * long get a 413 (TEI's own default).
    */
   autoTruncate?: boolean;
-  /** Run the model check at start-up and report it in `GET /health` (default true, when available). */
+  /**
+   * Run the model check (`checkModel`) once at start-up and report it in `GET /health`, which
+   * answers 503 when it failed (default true; needs an encoder with a tokenizer, as M3Encoder).
+   */
   modelCheck?: boolean;
   /** How long {@link M3Server.close} waits for requests in flight before cutting connections, ms (default 30000). */
   drainTimeoutMs?: number;

@@ -10,6 +10,7 @@
  * and {@link M3Server.close} stops accepting, drains what is in flight, then releases the model.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import { checkModel, type CheckEncoder, type CheckResult } from '../check/index.js';
 import { M3Encoder } from '../inference/encoder.js';
 import { invalidArgument } from '../errors.js';
 import { BearerKey } from './auth.js';
@@ -75,6 +76,19 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
 
   const owned = !options.encoder;
   const encoder: ServerEncoder = options.encoder ?? (await M3Encoder.load(options.model, options.load));
+  // The model check, once, before serving: `GET /health` reports it (and is 503 when it failed).
+  let modelCheck: Pick<CheckResult, 'ok' | 'applies' | 'verified' | 'summary' | 'failures' | 'checkedAt'> | { ok: false; error: string } | undefined;
+  if (options.modelCheck !== false && (encoder as Partial<CheckEncoder>).tokenizer !== undefined) {
+    try {
+      const r = await checkModel(encoder as unknown as CheckEncoder);
+      modelCheck = { ok: r.ok, applies: r.applies, verified: r.verified, summary: r.summary, failures: r.failures, checkedAt: r.checkedAt };
+      log(`model check: ${r.summary}`);
+    } catch (e) {
+      modelCheck = { ok: false, error: (e as Error).message };
+      log(`model check failed to run: ${(e as Error).message}`);
+    }
+  }
+
   let batcher!: EncodeBatcher;
   const metrics = new ServerMetrics(() => batcher);
   batcher = new EncodeBatcher(encoder, batching, {
@@ -132,6 +146,17 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
       throw new ApiError(401, 'invalid_api_key', 'missing or wrong API key: send Authorization: Bearer <key>');
     }
   });
+  let active = 0;
+  app.addHook('onRequest', async (_request, reply) => {
+    active++;
+    reply.raw.once('close', () => active--); // answered or abandoned alike
+  });
+  // While draining, every answer closes its connection: keep-alive connections would otherwise
+  // hold the shutdown until the drain timeout.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (draining) reply.header('connection', 'close');
+    return payload;
+  });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requestDuration.observe(
       { route: request.routeOptions.url ?? 'unknown', method: request.method, status: String(reply.statusCode) },
@@ -145,13 +170,17 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
   registerIndexRoutes(app, ctx);
 
   app.get('/health', async (_request, reply) => {
-    if (draining) reply.status(503);
+    const status = draining ? 'draining' : modelCheck && !modelCheck.ok ? 'model_check_failed' : 'ok';
+    if (status !== 'ok') reply.status(503);
     return {
-      status: draining ? 'draining' : 'ok',
+      status,
       model: ctx.modelName,
       uptime_seconds: Math.round((Date.now() - started) / 1000),
+      // Requests being handled, this one included.
+      requests_inflight: active,
       queue: { texts: batcher.queuedTexts, tokens: batcher.queuedTokenCount, batches_inflight: batcher.inflightBatches },
       indexes: indexes.names(),
+      ...(modelCheck ? { model_check: modelCheck } : {}),
     };
   });
   app.get('/metrics', async (_request, reply) => {
