@@ -191,6 +191,7 @@ describe('bgem3 serve routes (fixture model, 127.0.0.1)', () => {
     assert.equal(health.json.model_check.ok, true, health.json.model_check.summary);
     assert.equal(health.json.model_check.applies, false);
     await request(s.url, '/v1/embeddings', { raw: '{bad' });
+    assert.equal((await request(s.url, '/v1/embeddings', { body: { input: texts[0] } })).status, 200);
     const metrics = await request(s.url, '/metrics');
     assert.equal(metrics.status, 200);
     assert.match(metrics.headers.get('content-type') ?? '', /text\/plain/);
