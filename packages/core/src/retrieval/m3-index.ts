@@ -427,7 +427,7 @@ export class M3Index implements M3Store {
     checkEncoderMatches(options.encoder, legacy, dir, join(dir, 'CURRENT'));
     const db = createTemporaryDatabase();
     const meta = initDatabase(db, { modelId: legacy.modelId, dim: legacy.dim, vocabSize: legacy.vocabSize, colbertPrecision: legacy.colbertPrecision, maxLength: legacy.maxLength, batchSize: options.batchSize ?? 32 }, false);
-    const index = new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs: options.lockTimeoutMs ?? 0 });
+    const index = new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs: options.lockTimeoutMs ?? 0, readOnly: options.readOnly === true });
     const sparse = legacy.sparse.vectors();
     let rows: Row[] = [];
     for (const [id, d] of legacy.docs) {
@@ -445,7 +445,7 @@ export class M3Index implements M3Store {
     }
     index.commitRows(rows);
     if (options.readOnly === true) return index;
-    await index.save(dir);
+    await index.saveTo(dir);
     await removeLegacyFiles(dir);
     return index;
   }
@@ -854,10 +854,14 @@ export class M3Index implements M3Store {
   save(dir: string): Promise<void> {
     try {
       checkDir(dir);
-      this.assertOpen();
+      this.assertWritable();
     } catch (err) {
       return Promise.reject(err);
     }
+    return this.saveTo(dir);
+  }
+
+  private saveTo(dir: string): Promise<void> {
     return this.writes.run(async () => {
       if (this.home !== undefined && isSameDir(this.home, dir)) {
         await this.takeLock();
