@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Tokenizer } from 'tokenizers';
-import { M3Tokenizer, cutPoint } from '../src/tokenizer/m3-tokenizer.ts';
+import { CjkPairs, M3Tokenizer, cutPoint } from '../src/tokenizer/m3-tokenizer.ts';
 import { FIXTURE } from './helpers/fixture.ts';
 
 const TOKENIZER = join(FIXTURE, 'tokenizer.json');
@@ -131,4 +131,95 @@ test('a tokenizer with another pipeline is not cut: every text is tokenised whol
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('CJK text without spaces is cut between two characters no piece joins: exactly the whole-text ids, with a vocabulary dense in CJK pieces', async () => {
+  // The fixture's vocabulary plus 600 CJK pieces of 2–4 characters over a small alphabet, with
+  // varied scores: Viterbi has many competing segmentations, and edges cross most positions.
+  const json = JSON.parse(readFileSync(TOKENIZER, 'utf8'));
+  const alphabet = [...'的一是不了人我在有他这中大来上国'];
+  const r = rng(9);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)];
+  const known = new Set(json.model.vocab.map((v: [string, number]) => v[0]));
+  let added = 0;
+  while (added < 600) {
+    const piece = Array.from({ length: 2 + Math.floor(r() * 3) }, () => pick(alphabet)).join('');
+    if (known.has(piece)) continue;
+    known.add(piece);
+    json.model.vocab.push([piece, -2 - r() * 10]);
+    added++;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'bgem3-tok-cjk-'));
+  try {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    const m3 = M3Tokenizer.load(join(dir, 'tokenizer.json'));
+    const reference = Tokenizer.fromString(JSON.stringify(json));
+    const extras = ['。', '，', '\u3000', 'か\u3099', 'が', '한국어', 'ｶ', '北京', '😀', '\u3099'];
+    let checked = 0;
+    for (const maxLength of [3, 5, 9, 17, 40, 100]) {
+      const texts = Array.from({ length: 60 }, () => {
+        let s = '';
+        const n = 300 + Math.floor(r() * 2500);
+        while (s.length < n) s += r() < 0.9 ? pick(alphabet) : pick(extras);
+        return s;
+      });
+      const before = m3.charsTokenized;
+      const got = await m3.encode(texts, maxLength);
+      assert.ok(m3.charsTokenized - before < texts.reduce((a, t) => a + t.length, 0) / 2, `maxLength ${maxLength}: the prefixes were cut`);
+      const ref = await reference.encodeBatch(texts, { addSpecialTokens: false });
+      texts.forEach((t, i) => {
+        const p = ref[i].getIds();
+        assert.deepEqual(Array.from(got[i].ids), [m3.special.cls, ...p.slice(0, maxLength - 2), m3.special.eos], `maxLength ${maxLength}, text ${i}: ${t.slice(0, 40)}…`);
+        checked++;
+      });
+    }
+    assert.equal(checked, 360);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * The lemma itself, not only its use: for every cut point, the pieces of the prefix are a prefix
+ * of the pieces of the whole text (all of them, not just the first maxLength - 2, which lie far
+ * before the cut). Texts mix the CJK alphabet of the dense vocabulary, spaces and the fixture's
+ * words; cut points are asked for at many positions of each text.
+ */
+test('every cut point, by space or between CJK characters, gives a prefix whose pieces are a prefix of the whole text’s', async () => {
+  const json = JSON.parse(readFileSync(TOKENIZER, 'utf8'));
+  const alphabet = [...'的一是不了人我在有他这中大来上国'];
+  const r = rng(23);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)];
+  const known = new Set(json.model.vocab.map((v: [string, number]) => v[0]));
+  for (let added = 0; added < 600; ) {
+    const piece = (r() < 0.2 ? '▁' : '') + Array.from({ length: 2 + Math.floor(r() * 3) }, () => pick(alphabet)).join('');
+    if (known.has(piece)) continue;
+    known.add(piece);
+    json.model.vocab.push([piece, -2 - r() * 10]);
+    added++;
+  }
+  const pairs = CjkPairs.fromPieces(json.model.vocab.map((v: [string, number]) => v[0]));
+  assert.ok(pairs.size > 200, `${pairs.size} CJK pairs`);
+  const tok = Tokenizer.fromString(JSON.stringify(json));
+  const extras = ['。', '\u3000', 'か\u3099', '한국어', 'ｶ', ' ', ' ', '  ', '\t', 'word', 'café', '😀'];
+  const prefixes: string[] = [];
+  const wholes: string[] = [];
+  while (prefixes.length < 1500) {
+    let t = '';
+    const n = 40 + Math.floor(r() * 400);
+    while (t.length < n) t += r() < 0.85 ? pick(alphabet) : pick(extras);
+    for (let k = 0; k < 5; k++) {
+      const c = cutPoint(t, 1 + Math.floor(r() * t.length), pairs);
+      if (c < t.length) {
+        prefixes.push(t.slice(0, c));
+        wholes.push(t);
+      }
+    }
+  }
+  const [p, w] = await Promise.all([tok.encodeBatch(prefixes, { addSpecialTokens: false }), tok.encodeBatch(wholes, { addSpecialTokens: false })]);
+  prefixes.forEach((pre, i) => {
+    const a = p[i].getIds();
+    const b = w[i].getIds();
+    assert.deepEqual(a, b.slice(0, a.length), `cut at ${pre.length} of ${JSON.stringify(wholes[i])}`);
+  });
 });

@@ -36,15 +36,88 @@ const MAX_CHARS_PER_CALL = 1 << 20;
  * pieces of the whole text (asserted against whole-text tokenisation in the tests, over texts
  * with CJK, emoji, combining marks and every kind of whitespace at the cut).
  */
-export function cutPoint(text: string, minChars: number): number {
+export function cutPoint(text: string, minChars: number, cjkPairs?: CjkPairs): number {
   if (text.length <= minChars) return text.length;
-  for (let c = text.indexOf(' ', Math.max(1, minChars)); c !== -1; c = text.indexOf(' ', c + 1)) {
-    if (text.charCodeAt(c - 1) === 0x20) continue; // inside a run: its start was before minChars
-    if (JOINS_NEXT.test(text.slice(Math.max(0, c - 2), c))) continue; // a Prepend character takes the space into its cluster
-    if (c + 1 < text.length && JOINS_PREVIOUS.test(text.slice(c + 1, c + 3))) continue; // a mark joining the space's cluster
-    return c;
+  for (let c = Math.max(1, minChars); c < text.length; c++) {
+    const code = text.charCodeAt(c);
+    if (code === 0x20) {
+      if (text.charCodeAt(c - 1) === 0x20) continue; // inside a run: its start was before minChars
+      if (JOINS_NEXT.test(text.slice(Math.max(0, c - 2), c))) continue; // a Prepend character takes the space into its cluster
+      if (c + 1 < text.length && JOINS_PREVIOUS.test(text.slice(c + 1, c + 3))) continue; // a mark joining the space's cluster
+      return c;
+    }
+    if (cjkPairs && isCjk(code) && isCjk(text.charCodeAt(c - 1)) && cjkPairs.safeBetween(text, c)) return c;
+    if (!cjkPairs) {
+      // Only spaces can be cut points: jump to the next one.
+      const next = text.indexOf(' ', c + 1);
+      if (next === -1) return text.length;
+      c = next - 1;
+    }
   }
   return text.length;
+}
+
+/** A BMP character from U+2E80 (CJK radicals, kana, ideographs, Hangul syllables, …), not a surrogate. */
+function isCjk(code: number): boolean {
+  return code >= 0x2e80 && code <= 0xffff && (code < 0xd800 || code > 0xdfff);
+}
+
+/**
+ * Cut points inside a word of CJK text (no spaces to cut at). Unigram segments a word by Viterbi
+ * over a lattice whose edges are the vocabulary pieces found in it. When no piece contains the
+ * two characters around position `c` next to each other, no edge crosses `c`: every segmentation
+ * of the whole word has a node at `c`, the best one included, and its part before `c` is the best
+ * segmentation of the part before `c`, which is what tokenising the prefix computes (the forward
+ * pass up to `c` is the same, ties included). Both characters must also be their own NFKC form and
+ * grapheme clusters of their own, so that normalisation before `c` is the same in both.
+ *
+ * Holds the adjacent pairs of such characters that occur inside some vocabulary piece, sorted.
+ */
+export class CjkPairs {
+  private constructor(private readonly keys: Float64Array) {}
+
+  /** From the vocabulary pieces (`model.vocab` of a Unigram tokenizer.json). */
+  static fromPieces(pieces: Iterable<string>): CjkPairs {
+    const keys: number[] = [];
+    for (const piece of pieces) {
+      for (let i = 1; i < piece.length; i++) {
+        const a = piece.charCodeAt(i - 1);
+        const b = piece.charCodeAt(i);
+        if (isCjk(a) && isCjk(b)) keys.push(a * 0x10000 + b);
+      }
+    }
+    const sorted = Float64Array.from(new Set(keys)).sort();
+    return new CjkPairs(sorted);
+  }
+
+  get size(): number {
+    return this.keys.length;
+  }
+
+  private has(a: number, b: number): boolean {
+    const key = a * 0x10000 + b;
+    let lo = 0;
+    let hi = this.keys.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const k = this.keys[mid];
+      if (k === key) return true;
+      if (k < key) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return false;
+  }
+
+  /** Whether `text` may be cut between `c - 1` and `c` (both CJK characters). */
+  safeBetween(text: string, c: number): boolean {
+    const a = text[c - 1];
+    const b = text[c];
+    if (this.has(a.charCodeAt(0), b.charCodeAt(0))) return false; // a piece spans the two
+    if (a.normalize('NFKC') !== a || b.normalize('NFKC') !== b) return false; // e.g. U+3000, half-width kana
+    if (JOINS_PREVIOUS.test(b) || JOINS_NEXT.test(a)) return false; // one grapheme cluster
+    // A combining mark after `b` would change nothing before `c`; one after `a` is `b` itself (excluded).
+    return true;
+  }
 }
 
 /**
@@ -122,9 +195,12 @@ export class M3Tokenizer {
    * every text is tokenised whole (still at most {@link MAX_CHARS_PER_CALL} characters per call).
    */
   readonly prefixSafe: boolean;
+  /** Cut points inside CJK words (see {@link CjkPairs}); undefined when {@link prefixSafe} is false. */
+  private readonly cjkPairs: CjkPairs | undefined;
 
-  private constructor(tok: Tokenizer, special: SpecialIds, prefixSafe: boolean) {
+  private constructor(tok: Tokenizer, special: SpecialIds, prefixSafe: boolean, cjkPairs: CjkPairs | undefined) {
     this.prefixSafe = prefixSafe;
+    this.cjkPairs = cjkPairs;
     this.tok = tok;
     this.special = special;
     this.vocabSize = tok.getVocabSize(true);
@@ -170,7 +246,10 @@ export class M3Tokenizer {
       pad: idOf('pad_token', '<pad>'),
       unk: idOf('unk_token', '<unk>'),
     };
-    return new M3Tokenizer(tok, special, isXlmRobertaPipeline(json));
+    const safe = isXlmRobertaPipeline(json);
+    const vocab = (json as { model?: { vocab?: unknown } }).model?.vocab;
+    const pieces = Array.isArray(vocab) ? vocab.map((v) => (Array.isArray(v) && typeof v[0] === 'string' ? v[0] : '')) : undefined;
+    return new M3Tokenizer(tok, special, safe && !!pieces, safe && pieces ? CjkPairs.fromPieces(pieces) : undefined);
   }
 
   /**
@@ -211,7 +290,7 @@ export class M3Tokenizer {
       };
       for (const i of todo) {
         const text = texts[i];
-        const end = cutPoint(text, budget);
+        const end = cutPoint(text, budget, this.cjkPairs);
         let part = end === text.length ? text : text.slice(0, end);
         // Lone UTF-16 surrogates cannot cross into Rust as UTF-8; replace them by U+FFFD explicitly
         // (what the binding would do silently) so the behaviour is defined and documented. A cut
