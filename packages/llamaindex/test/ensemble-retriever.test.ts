@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { M3Encoder, M3Index } from '@bgem3/core';
 import { sharedEncoderCount } from '@bgem3/core/adapter';
 import { MetadataMode, SentenceSplitter, Settings, VectorStoreIndex } from 'llamaindex';
-import { BGEM3Embedding, BGEM3EnsembleRetriever, BGEM3SparseRetriever, BGEM3VectorStore, type BGEM3EnsembleScores } from '../src/index.ts';
+import { BGEM3ColbertReranker, BGEM3Embedding, BGEM3EnsembleRetriever, BGEM3SparseRetriever, BGEM3VectorStore, type BGEM3EnsembleScores } from '../src/index.ts';
 import { FIXTURE, PASSAGES, SpyEncoder, corpusDocuments, corpusNodes } from './helpers.ts';
 
 describe('BGEM3EnsembleRetriever (LlamaIndex)', () => {
@@ -81,5 +81,17 @@ describe('BGEM3EnsembleRetriever (LlamaIndex)', () => {
     const viaSettings = new BGEM3EnsembleRetriever({ retrievers: [index.asRetriever({ similarityTopK: 3 })], encoder: other });
     await assert.rejects(viaSettings.retrieve('tea'), (err: Error & { code?: string }) => ['INDEX_MISMATCH', 'INVALID_ARGUMENT'].includes(err.code!) && err.message.includes('local:another-model') && err.message.includes(encoder.modelId));
     assert.equal(PASSAGES.length, 12);
+  });
+
+  test('Settings.embedModel (a BGEM3Embedding) gives its model to the sparse retriever and the reranker', async () => {
+    const spy = new SpyEncoder(encoder);
+    Settings.embedModel = new BGEM3Embedding({ encoder: spy });
+    const count = sharedEncoderCount();
+    const sparse = await BGEM3SparseRetriever.fromNodes(corpusNodes(), { topK: 3 });
+    const hits = await sparse.retrieve('Москва');
+    const out = await new BGEM3ColbertReranker({ topN: 2 }).postprocessNodes(hits, 'Москва');
+    assert.equal(out.length, Math.min(2, hits.length));
+    assert.ok(spy.calls.flatMap((c) => c.texts).includes('Москва'), 'encoded by Settings.embedModel\'s encoder');
+    assert.equal(sharedEncoderCount(), count, 'no other model loaded');
   });
 });
