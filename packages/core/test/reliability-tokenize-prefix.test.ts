@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Tokenizer } from 'tokenizers';
-import { CjkPairs, M3Tokenizer, cutPoint } from '../src/tokenizer/m3-tokenizer.ts';
+import { UnspacedPairs, M3Tokenizer, cutPoint } from '../src/tokenizer/m3-tokenizer.ts';
 import { FIXTURE } from './helpers/fixture.ts';
 
 const TOKENIZER = join(FIXTURE, 'tokenizer.json');
@@ -187,7 +187,7 @@ test('CJK text without spaces is cut between two characters no piece joins: exac
  */
 test('every cut point, by space or between CJK characters, gives a prefix whose pieces are a prefix of the whole text’s', async () => {
   const json = JSON.parse(readFileSync(TOKENIZER, 'utf8'));
-  const alphabet = [...'的一是不了人我在有他这中大来上国'];
+  const alphabet = [...'的一是不了人我在有他这中大来上国กขคงจ'];
   const r = rng(23);
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)];
   const known = new Set(json.model.vocab.map((v: [string, number]) => v[0]));
@@ -198,13 +198,15 @@ test('every cut point, by space or between CJK characters, gives a prefix whose 
     json.model.vocab.push([piece, -2 - r() * 10]);
     added++;
   }
-  const pairs = CjkPairs.fromPieces(json.model.vocab.map((v: [string, number]) => v[0]));
+  // Pieces that composition would change if a cut split a cluster: 가 + ᆨ = 각, ก + ำ.
+  for (const piece of ['가', '각', 'ก', 'กำ', 'ำ', 'ᆨ']) if (!known.has(piece)) json.model.vocab.push([piece, -3]);
+  const pairs = UnspacedPairs.fromPieces(json.model.vocab.map((v: [string, number]) => v[0]));
   assert.ok(pairs.size > 200, `${pairs.size} CJK pairs`);
   const tok = Tokenizer.fromString(JSON.stringify(json));
-  const extras = ['。', '\u3000', 'か\u3099', '한국어', 'ｶ', ' ', ' ', '  ', '\t', 'word', 'café', '😀'];
+  const extras = ['。', '\u3000', 'か\u3099', '한국어', '가\u11a8', '\u1100\u1161', 'ｶ', 'ก\u0e33', 'ก\u0e34', 'เก', ' ', ' ', '  ', '\t', 'word', 'café', '😀'];
   const prefixes: string[] = [];
   const wholes: string[] = [];
-  while (prefixes.length < 1500) {
+  while (prefixes.length < 3000) {
     let t = '';
     const n = 40 + Math.floor(r() * 400);
     while (t.length < n) t += r() < 0.85 ? pick(alphabet) : pick(extras);

@@ -35,8 +35,11 @@ const MAX_CHARS_PER_CALL = 1 << 20;
  * cut is segmented by Unigram on its own. The pieces of the prefix are therefore a prefix of the
  * pieces of the whole text (asserted against whole-text tokenisation in the tests, over texts
  * with CJK, emoji, combining marks and every kind of whitespace at the cut).
+ *
+ * With `unspacedPairs` (text in scripts written without spaces), a cut may also fall between two
+ * such characters that no vocabulary piece holds next to each other: see {@link UnspacedPairs}.
  */
-export function cutPoint(text: string, minChars: number, cjkPairs?: CjkPairs): number {
+export function cutPoint(text: string, minChars: number, unspacedPairs?: UnspacedPairs): number {
   if (text.length <= minChars) return text.length;
   for (let c = Math.max(1, minChars); c < text.length; c++) {
     const code = text.charCodeAt(c);
@@ -46,8 +49,8 @@ export function cutPoint(text: string, minChars: number, cjkPairs?: CjkPairs): n
       if (c + 1 < text.length && JOINS_PREVIOUS.test(text.slice(c + 1, c + 3))) continue; // a mark joining the space's cluster
       return c;
     }
-    if (cjkPairs && isCjk(code) && isCjk(text.charCodeAt(c - 1)) && cjkPairs.safeBetween(text, c)) return c;
-    if (!cjkPairs) {
+    if (unspacedPairs && isUnspaced(code) && isUnspaced(text.charCodeAt(c - 1)) && unspacedPairs.safeBetween(text, c)) return c;
+    if (!unspacedPairs) {
       // Only spaces can be cut points: jump to the next one.
       const next = text.indexOf(' ', c + 1);
       if (next === -1) return text.length;
@@ -57,13 +60,18 @@ export function cutPoint(text: string, minChars: number, cjkPairs?: CjkPairs): n
   return text.length;
 }
 
-/** A BMP character from U+2E80 (CJK radicals, kana, ideographs, Hangul syllables, …), not a surrogate. */
-function isCjk(code: number): boolean {
-  return code >= 0x2e80 && code <= 0xffff && (code < 0xd800 || code > 0xdfff);
+/**
+ * A BMP character from U+0E00 on (Thai, Lao, Tibetan, Myanmar, Khmer, CJK, kana, Hangul
+ * syllables, …: the scripts written without spaces start there), not a surrogate and not a Hangul
+ * jamo (jamo join a syllable into one grapheme cluster and compose with it).
+ */
+function isUnspaced(code: number): boolean {
+  if (code < 0x0e00 || code > 0xffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+  return !((code >= 0x1100 && code <= 0x11ff) || (code >= 0xa960 && code <= 0xa97f) || (code >= 0xd7b0 && code <= 0xd7ff));
 }
 
 /**
- * Cut points inside a word of CJK text (no spaces to cut at). Unigram segments a word by Viterbi
+ * Cut points inside a word of a script written without spaces (Chinese, Japanese, Thai, …). Unigram segments a word by Viterbi
  * over a lattice whose edges are the vocabulary pieces found in it. When no piece contains the
  * two characters around position `c` next to each other, no edge crosses `c`: every segmentation
  * of the whole word has a node at `c`, the best one included, and its part before `c` is the best
@@ -73,21 +81,21 @@ function isCjk(code: number): boolean {
  *
  * Holds the adjacent pairs of such characters that occur inside some vocabulary piece, sorted.
  */
-export class CjkPairs {
+export class UnspacedPairs {
   private constructor(private readonly keys: Float64Array) {}
 
   /** From the vocabulary pieces (`model.vocab` of a Unigram tokenizer.json). */
-  static fromPieces(pieces: Iterable<string>): CjkPairs {
+  static fromPieces(pieces: Iterable<string>): UnspacedPairs {
     const keys: number[] = [];
     for (const piece of pieces) {
       for (let i = 1; i < piece.length; i++) {
         const a = piece.charCodeAt(i - 1);
         const b = piece.charCodeAt(i);
-        if (isCjk(a) && isCjk(b)) keys.push(a * 0x10000 + b);
+        if (isUnspaced(a) && isUnspaced(b)) keys.push(a * 0x10000 + b);
       }
     }
     const sorted = Float64Array.from(new Set(keys)).sort();
-    return new CjkPairs(sorted);
+    return new UnspacedPairs(sorted);
   }
 
   get size(): number {
@@ -108,7 +116,7 @@ export class CjkPairs {
     return false;
   }
 
-  /** Whether `text` may be cut between `c - 1` and `c` (both CJK characters). */
+  /** Whether `text` may be cut between `c - 1` and `c` (both {@link isUnspaced} characters). */
   safeBetween(text: string, c: number): boolean {
     const a = text[c - 1];
     const b = text[c];
@@ -143,7 +151,7 @@ function isXlmRobertaPipeline(json: unknown): boolean {
 /** Grapheme-cluster Prepend characters (UAX #29 GB9b) ending a string: they join what follows. */
 const JOINS_NEXT = /[\p{Cf}\u0D4E\u{111C2}\u{111C3}\u{1193F}\u{11941}\u{11A3A}\u{11A84}-\u{11A89}\u{11D46}]$/u;
 /** Characters that join the preceding cluster (Extend, ZWJ, SpacingMark, emoji modifiers: GB9, GB9a), or a format character. */
-const JOINS_PREVIOUS = /^[\p{M}\p{Cf}\p{Emoji_Modifier}]/u;
+const JOINS_PREVIOUS = /^[\p{M}\p{Cf}\p{Emoji_Modifier}\u0E33\u0EB3]/u;
 
 /** Token ids of one text after truncation. */
 export interface TokenizedText {
@@ -195,12 +203,12 @@ export class M3Tokenizer {
    * every text is tokenised whole (still at most {@link MAX_CHARS_PER_CALL} characters per call).
    */
   readonly prefixSafe: boolean;
-  /** Cut points inside CJK words (see {@link CjkPairs}); undefined when {@link prefixSafe} is false. */
-  private readonly cjkPairs: CjkPairs | undefined;
+  /** Cut points inside words of unspaced scripts (see {@link UnspacedPairs}); undefined when {@link prefixSafe} is false. */
+  private readonly unspacedPairs: UnspacedPairs | undefined;
 
-  private constructor(tok: Tokenizer, special: SpecialIds, prefixSafe: boolean, cjkPairs: CjkPairs | undefined) {
+  private constructor(tok: Tokenizer, special: SpecialIds, prefixSafe: boolean, unspacedPairs: UnspacedPairs | undefined) {
     this.prefixSafe = prefixSafe;
-    this.cjkPairs = cjkPairs;
+    this.unspacedPairs = unspacedPairs;
     this.tok = tok;
     this.special = special;
     this.vocabSize = tok.getVocabSize(true);
@@ -249,7 +257,7 @@ export class M3Tokenizer {
     const safe = isXlmRobertaPipeline(json);
     const vocab = (json as { model?: { vocab?: unknown } }).model?.vocab;
     const pieces = Array.isArray(vocab) ? vocab.map((v) => (Array.isArray(v) && typeof v[0] === 'string' ? v[0] : '')) : undefined;
-    return new M3Tokenizer(tok, special, safe && !!pieces, safe && pieces ? CjkPairs.fromPieces(pieces) : undefined);
+    return new M3Tokenizer(tok, special, safe && !!pieces, safe && pieces ? UnspacedPairs.fromPieces(pieces) : undefined);
   }
 
   /**
@@ -290,7 +298,7 @@ export class M3Tokenizer {
       };
       for (const i of todo) {
         const text = texts[i];
-        const end = cutPoint(text, budget, this.cjkPairs);
+        const end = cutPoint(text, budget, this.unspacedPairs);
         let part = end === text.length ? text : text.slice(0, end);
         // Lone UTF-16 surrogates cannot cross into Rust as UTF-8; replace them by U+FFFD explicitly
         // (what the binding would do silently) so the behaviour is defined and documented. A cut
