@@ -104,26 +104,17 @@ export function sharedEncoderCount(): number {
 /**
  * The model (and load options) a store's `modelId` names, to load it again for a store saved
  * without its encoder: `hub:REPO@COMMIT:FILE` gives the repo (its preset files for BAAI/bge-m3,
- * else FILE), `local:/dir/onnx/model.onnx` the directory and file. Undefined for ids of other
- * encoders (a RemoteEncoder's, a custom one's): those stores need an explicit model.
+ * else FILE). Undefined for other ids: a local directory's id is a hash of its files
+ * (`local:sha256-…`), which says nothing of where they are, and a custom encoder's id is its own;
+ * those stores need an explicit model (or an encoder of that id loaded in this process, see
+ * {@link loadedEncoderOf}).
  */
 export function modelFromId(modelId: string): { model: string; options: LoadOptions } | undefined {
   const hub = /^hub:([^@]+)@[^:]+:(.+)$/.exec(modelId);
-  if (hub) {
-    const [, repo, file] = hub as unknown as [string, string, string];
-    // The BAAI/bge-m3 presets: fp32 from BAAI's repo, q8 from Xenova's (with BAAI's heads).
-    if (repo.toLowerCase() === 'baai/bge-m3') return { model: 'BAAI/bge-m3', options: {} };
-    if (repo.toLowerCase() === 'xenova/bge-m3') return { model: 'BAAI/bge-m3', options: { dtype: 'q8' } };
-    return { model: repo, options: { onnxFile: file } };
-  }
-  const local = /^local:(.+\.onnx)$/.exec(modelId);
-  if (local) {
-    const file = local[1] as string;
-    const parts = file.split(/[\\/]/);
-    const name = parts.pop() as string;
-    const parent = parts.pop();
-    if (parent === 'onnx') return { model: parts.join('/') || '/', options: { onnxFile: `onnx/${name}` } };
-    return { model: [...parts, parent].join('/') || '/', options: { onnxFile: name } };
-  }
-  return undefined;
+  if (!hub) return undefined;
+  const [, repo, file] = hub as unknown as [string, string, string];
+  // The BAAI/bge-m3 presets: fp32 from BAAI's repo, q8 from Xenova's (with BAAI's heads).
+  if (repo.toLowerCase() === 'baai/bge-m3') return { model: 'BAAI/bge-m3', options: {} };
+  if (repo.toLowerCase() === 'xenova/bge-m3') return { model: 'BAAI/bge-m3', options: { dtype: 'q8' } };
+  return { model: repo, options: { onnxFile: file } };
 }
