@@ -85,9 +85,10 @@ describe('hostile Hub', () => {
 
   test('slow but above the minimum rate: the deadline ends it; the partial file is kept and the next call resumes it', async () => {
     hub.faults.slow = { file: DATA, intervalMs: 5, bytes: 2048 };
-    const err = await rejectsWith(downloadFiles([{ repo: BAAI, path: DATA }], opts({ ...FAST, deadlineMs: 600 })), 'HUB_ERROR');
+    // The rate bound off: this is about the deadline alone (a loaded machine could stall a window).
+    const err = await rejectsWith(downloadFiles([{ repo: BAAI, path: DATA }], opts({ ...FAST, minBytesPerSecond: 0, deadlineMs: 600 })), 'HUB_ERROR');
     assert.match(err.message, /deadline of 0\.6 s/);
-    assert.equal(hub.find({ method: 'GET', file: DATA }).filter((r) => r.body).length, 1, 'one attempt: the rate was met');
+    assert.equal(hub.find({ method: 'GET', file: DATA }).filter((r) => r.body).length, 1, 'one attempt: nothing else cut it');
     const [tmp] = incomplete(cacheDir);
     const kept = statSync(join(blobsDir(cacheDir), tmp)).size;
     assert.ok(kept > 0, 'bytes were kept');
