@@ -203,7 +203,7 @@ test('every cut point, by space or between CJK characters, gives a prefix whose 
   const pairs = UnspacedPairs.fromPieces(json.model.vocab.map((v: [string, number]) => v[0]));
   assert.ok(pairs.size > 200, `${pairs.size} CJK pairs`);
   const tok = Tokenizer.fromString(JSON.stringify(json));
-  const extras = ['。', '\u3000', 'か\u3099', '한국어', '가\u11a8', '\u1100\u1161', 'ｶ', 'ก\u0e33', 'ก\u0e34', 'เก', ' ', ' ', '  ', '\t', 'word', 'café', '😀'];
+  const extras = ['。', '\u3000', 'か\u3099', '한국어', '가\u11a8', '\u1100\u1161', 'ｶ', 'ก\u0e33', 'ก\u0e34', 'เก', '▁', '的▁', ' ', ' ', '  ', '\t', 'word', 'café', '😀'];
   const prefixes: string[] = [];
   const wholes: string[] = [];
   while (prefixes.length < 3000) {
