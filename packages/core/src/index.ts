@@ -52,7 +52,7 @@ export { SparseIndex, M3_VOCAB_SIZE, type SparseIndexOptions, type SparseSearchO
 export { DenseIndex, type DenseIndexOptions, type DenseSearchOptions } from './retrieval/dense-index.js';
 export { ColbertStore, type ColbertPrecision, type ColbertStoreOptions, type PackedColbert, type RawColbert } from './retrieval/colbert-store.js';
 export { maxSim, maxSimStored, maxSimPacked, maxSimReference, type MaxSimOptions } from './retrieval/maxsim.js';
-export { M3Index, assertTextEncoder3, type M3IndexOptions, type M3IndexLoadOptions } from './retrieval/m3-index.js';
+export { M3Index, assertTextEncoder3, type M3IndexOptions, type M3IndexLoadOptions, type M3IndexOpenOptions, type M3IndexSettings } from './retrieval/m3-index.js';
 export { releaseScratchMemory } from './retrieval/scratch.js';
 export {
   reciprocalRankFusion,
