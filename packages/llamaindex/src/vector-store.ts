@@ -4,7 +4,7 @@
  * `VectorStoreIndex.fromVectorStore(store)` works, and it answers the query modes DEFAULT
  * (dense), SPARSE and HYBRID (dense ∪ sparse candidates reranked by the M3 All score).
  */
-import type { M3Store, M3Weights } from '@bgem3/core';
+import { M3Error, type M3Store, type M3Weights } from '@bgem3/core';
 import { EncoderSource, attachSource, checkM3Weights, checkOptions, invalid, positiveInt, sourceOf, weightsFromAlpha } from '@bgem3/core/adapter';
 import { BaseVectorStore, MetadataMode, VectorStoreQueryMode, type BaseEmbedding, type BaseNode, type VectorStoreQuery, type VectorStoreQueryResult } from 'llamaindex';
 import { BGEM3Embedding } from './embedding.js';
@@ -86,6 +86,8 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
       const given = sourceOf<EncoderSource>(embedModel);
       if (!given) invalid('embedModel must be a BGEM3Embedding (the store holds BGE-M3 vectors; queries and nodes must be BGE-M3 too), or undefined');
       if (Object.keys(model).length > 0) invalid(`${Object.keys(model).join(', ')}: give the model to the embedModel, or no embedModel`);
+      const theirs = given.givenEncoder;
+      if (theirs && theirs.modelId !== store.modelId) invalid(`embedModel is model ${JSON.stringify(theirs.modelId)}, the store is ${JSON.stringify(store.modelId)}`);
       embed = embedModel;
     }
     super({ embedModel: embed });
@@ -101,6 +103,23 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
     return this.store;
   }
 
+  private embedChecked: Promise<void> | undefined;
+
+  // The embedModel's model must be the store's (checked once, when first needed): LlamaIndex
+  // embeds nodes and queries with it.
+  private checkEmbedModel(): Promise<void> {
+    this.embedChecked ??= (async () => {
+      const enc = await (sourceOf<EncoderSource>(this.embedModel) as EncoderSource).get();
+      if (enc.modelId !== this.store.modelId || enc.dim !== this.store.dim) {
+        throw new M3Error('INDEX_MISMATCH', `the embedModel is model ${JSON.stringify(enc.modelId)} (dimension ${enc.dim}), the store is ${JSON.stringify(this.store.modelId)} (dimension ${this.store.dim})`);
+      }
+    })();
+    this.embedChecked.catch(() => {
+      this.embedChecked = undefined;
+    });
+    return this.embedChecked;
+  }
+
   /**
    * Stores nodes: each is encoded once (its `metadataMode` text: all three outputs), and kept
    * with its text and its metadata (LlamaIndex's `_node_content` layout). An id already stored is
@@ -109,6 +128,7 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
   async add(nodes: BaseNode[]): Promise<string[]> {
     if (!Array.isArray(nodes)) invalid('add needs an array of nodes');
     if (nodes.length === 0) return [];
+    await this.checkEmbedModel();
     nodes.forEach((n, i) => {
       if (!n || typeof n.getContent !== 'function' || typeof n.id_ !== 'string') invalid(`nodes[${i}] is not a LlamaIndex node`);
     });
@@ -133,6 +153,7 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
   /** Answers DEFAULT (dense), SPARSE and HYBRID queries; every other mode is refused. */
   async query(query: VectorStoreQuery<BGEM3QueryParams>, _options?: object): Promise<VectorStoreQueryResult> {
     const q = checkOptions(query, QUERY_KEYS, 'BGEM3VectorStore.query');
+    await this.checkEmbedModel();
     const mode = q.mode ?? VectorStoreQueryMode.DEFAULT;
     if (mode !== VectorStoreQueryMode.DEFAULT && mode !== VectorStoreQueryMode.SPARSE && mode !== VectorStoreQueryMode.HYBRID) {
       invalid(`BGEM3VectorStore answers the query modes default (dense), sparse and hybrid, not ${JSON.stringify(mode)}`);

@@ -164,6 +164,8 @@ describe('BGEM3VectorStore (LlamaIndex) over M3Index', () => {
   test('refusals: other embedModels, unknown options', () => {
     assert.throws(() => new BGEM3VectorStore({ store, embedModel: new RecordingLLM() as never }), /embedModel must be a BGEM3Embedding/);
     assert.throws(() => new BGEM3VectorStore({ store, topK: 3 } as never), /unknown option "topK"/);
+    const other = new SpyEncoder(encoder, 'local:sha256-another');
+    assert.throws(() => new BGEM3VectorStore({ store, embedModel: new BGEM3Embedding({ encoder: other }) }), (e: Error) => e.message.includes('local:sha256-another') && e.message.includes(store.modelId));
     assert.throws(() => new BGEM3VectorStore({} as never), /store must be an M3Store/);
   });
 });
