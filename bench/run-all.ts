@@ -18,6 +18,7 @@ import { bgem3Pass, openBgem3, peakRssOneInput, timeToFirstEmbedding, type Bgem3
 import { describeMachine, measureMatMulFlops } from './lib/machine.ts';
 import { benchTransformersJs, disposeTransformersJs } from './lib/transformersjs.ts';
 import { chunkTexts } from './encode.bench.ts';
+import { serverMarkdown } from './server.bench.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD_CWD = join(ROOT, 'test'); // a workspace folder that depends on @bgem3/core
@@ -221,6 +222,10 @@ async function main(): Promise<void> {
   const pgPath = join(ROOT, 'bench/results/pgvector.json');
   const pg = existsSync(pgPath) ? JSON.parse(readFileSync(pgPath, 'utf8')) : undefined;
 
+  log('serving (bgem3 serve under autocannon vs in-process encode) …');
+  await run(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/server.bench.ts'), ...(quick ? ['--quick'] : [])]);
+  const serving = JSON.parse(readFileSync(join(ROOT, `bench/results/server${quick ? '.quick' : ''}.json`), 'utf8'));
+
   const weightsMB = statSync(join(modelDir, 'onnx/model.onnx')).size / 2 ** 20 + (existsSync(join(modelDir, 'onnx/model.onnx_data')) ? statSync(join(modelDir, 'onnx/model.onnx_data')).size / 2 ** 20 : 0);
   const sparse = retrieval.sparse;
   const k10 = sparse?.searchMs?.k10?.median;
@@ -277,6 +282,7 @@ async function main(): Promise<void> {
     ...Object.entries(long).map(([k, v]) => `- Long input (${k}): ${v.tokens} tokens in ${v.seconds.toFixed(1)} s, RSS after load ${(v.rssAfterLoadMB / 1024).toFixed(2)} GiB, peak ${(v.peakRssMB / 1024).toFixed(2)} GiB.`),
     `- Retrieval: see \`bench/results/retrieval${quick ? '.quick' : ''}.json\` (sparse index at ${sparse?.documents ?? '?'} documents; BM25Retriever from @langchain/community on the same texts).`,
     '',
+    ...serverMarkdown(serving),
     ...pgvectorSection(pg),
   ].join('\n');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

@@ -1,9 +1,9 @@
 /**
  * Dynamic batching across concurrent requests. Each request's texts (already tokenised, so their
  * lengths are known) join one bounded queue; a batch is cut when it is full (a text count and a
- * padded-token budget, as the encoder's own batches) or when its oldest text has waited `maxWaitMs`,
- * and at most `maxInflight` batches are handed to the encoder at once (two keep a single worker
- * busy while the next batch is formed).
+ * padded-token budget, as the encoder's own batches) or, when the encoder is idle, once its oldest
+ * text has waited `maxWaitMs`. At most `maxInflight` batches are handed to the encoder at once:
+ * two keep a single worker busy while the next batch is formed, and the second goes in only full.
  *
  * Cancellation stays per request: a request whose signal aborts has its queued texts removed and
  * nothing else; a batch already running is cancelled only when every request with a text in it
@@ -201,9 +201,15 @@ export class EncodeBatcher {
     while (this.inflight < this.opts.maxInflight && this.queue.length > 0) {
       const { items, full } = this.pick();
       const waited = performance.now() - this.queue[0].enqueuedAt;
-      if (!full && !this.closing && waited < this.opts.maxWaitMs) {
-        this.timer = setTimeout(() => this.schedule(), Math.max(1, Math.ceil(this.opts.maxWaitMs - waited)));
-        return;
+      if (!full && !this.closing) {
+        // A batch that is not full waits: while another batch keeps the encoder busy there is no
+        // hurry (more texts will come and make it fuller, and it is cut when that batch ends);
+        // with the encoder idle, for at most maxWaitMs.
+        if (this.inflight > 0) return;
+        if (waited < this.opts.maxWaitMs) {
+          this.timer = setTimeout(() => this.schedule(), Math.max(1, Math.ceil(this.opts.maxWaitMs - waited)));
+          return;
+        }
       }
       for (const item of items) {
         this.unqueue(item);

@@ -10,11 +10,12 @@
  *     POST   /v1/indexes/NAME/delete             {ids: [...]} → {deleted}
  *     POST   /v1/indexes/NAME/search             {query, k?, fetch_k?, weights?, where?} → hybrid hits with per-mode scores
  *
- * Durability: a write is answered only once it is on disk. Every add or delete is followed by a
- * save of the index as a new generation (M3Index's crash-safe save: a new directory, fsynced,
- * then an atomic switch of its CURRENT pointer); writes arriving during a save share the next
- * one. A kill at any moment leaves the last completed save loadable. One server writes a
- * directory at a time (a lock file `DIR.lock` next to it).
+ * Durability: a write is answered only once it is on disk. An index that commits each write
+ * itself (`M3Index.open`: one transaction per add batch and delete, its own writer lock) is used
+ * as it is. Otherwise every add or delete is followed by a save of the index as a new generation
+ * (a new directory, fsynced, then an atomic switch of its pointer file), writes arriving during a
+ * save sharing the next one, and the server holds a lock file `DIR.lock` next to the directory.
+ * Either way a kill at any moment leaves the index loadable with every acknowledged write.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -39,10 +40,13 @@ class ServedIndex {
     readonly dir: string,
     readonly store: M3Index,
     private readonly unlock: () => Promise<void>,
+    /** The store commits each write itself (nothing to save). */
+    private readonly durable: boolean,
   ) {}
 
   /** Resolves once a save that started after this call has completed (writes before it are durable). */
   persist(): Promise<void> {
+    if (this.durable) return Promise.resolve();
     if (this.next) return this.next;
     const after = this.saving ?? Promise.resolve();
     const next = after
@@ -90,6 +94,15 @@ export class IndexRegistry {
     if (!NAME_RE.test(name)) invalidArgument(`index name ${JSON.stringify(name)} must be 1-64 letters, digits, '_', '.', '-'`);
     if (this.served.has(name)) invalidArgument(`index name ${JSON.stringify(name)} is given twice`);
     const path = resolve(dir);
+    const encoder = this.encoder();
+    // A store that commits every write itself and holds its own writer lock (M3Index.open, the
+    // durable embedded store) needs neither saves nor a lock from the server.
+    const open = (M3Index as unknown as { open?: (dir: string, o: { encoder: TextEncoder3 }) => Promise<M3Index> }).open;
+    if (typeof open === 'function') {
+      const store = await open.call(M3Index, path, { encoder });
+      this.served.set(name, new ServedIndex(name, path, store, async () => undefined, true));
+      return;
+    }
     let release: () => Promise<void>;
     try {
       release = await lockfile.lock(path, { lockfilePath: `${path}.lock`, realpath: false, stale: 10_000, update: 2_000, retries: 0 });
@@ -98,14 +111,13 @@ export class IndexRegistry {
     }
     let store: M3Index;
     try {
-      const encoder = this.encoder();
       if (!existsSync(path) || readdirSync(path).length === 0) await (await M3Index.create({ encoder })).save(path);
       store = await M3Index.load(path, { encoder });
     } catch (e) {
       await release().catch(() => undefined);
       throw e;
     }
-    this.served.set(name, new ServedIndex(name, path, store, release));
+    this.served.set(name, new ServedIndex(name, path, store, release, false));
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+/**
+ * `bgem3 serve` benchmark: the server (a child process, as deployed) under load from autocannon on
+ * loopback, against in-process `encode` of the same texts in the same run.
+ *
+ *   node --import tsx bench/server.bench.ts --quick      # the tiny fixture model (CI smoke, seconds)
+ *   node --import tsx bench/server.bench.ts              # bench/.models/m3-full if generated, else the fixture
+ *
+ * Figures (issue 19's targets):
+ * - throughput at saturation, tokens/s, server ÷ in-process on the same 512-token passages (≥ 90%);
+ * - 200 concurrent connections: errors (0) and the server's peak RSS (VmHWM);
+ * - latency p50/p99: single short queries, 512-token passages, a mix;
+ * - event-loop lag p99 of the server while saturated (≤ 20 ms), from its own Prometheus metrics.
+ * Both sides use the same settings: one worker thread, 2 intra-op threads, batches of 16, cache off.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { M3Encoder } from '@bgem3/core';
+import { chunkTexts } from './encode.bench.ts';
+import { describeMachine } from './lib/machine.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = join(ROOT, 'packages/core/dist/cli/main.js');
+const FULL = join(ROOT, 'bench/.models/m3-full');
+// Read only when this file is run (run-all.ts imports serverMarkdown and has its own flags).
+const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1];
+const { values } = isMain
+  ? parseArgs({ options: { quick: { type: 'boolean', default: false }, threads: { type: 'string', default: '2' }, json: { type: 'string' } } })
+  : { values: { quick: true, threads: '2', json: undefined as string | undefined } };
+const full = !values.quick && existsSync(join(FULL, 'onnx/model.onnx'));
+const modelDir = full ? FULL : join(ROOT, 'test/fixtures/tiny-m3-A');
+const threads = Number(values.threads);
+const BATCH = 16;
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+// Sizes: the full model runs ~150 tokens/s on 2 cores, the fixture ~40k (a few seconds in all).
+const sizes = full
+  ? { passages: 48, saturationConnections: 64, saturationRounds: 1, shortAmount: 20, passageAmount: 4, mixAmount: 64, wideAmount: 400, timeoutS: 1800 }
+  : { passages: 32, saturationConnections: 64, saturationRounds: 4, shortAmount: 100, passageAmount: 50, mixAmount: 200, wideAmount: 600, timeoutS: 120 };
+
+interface Served {
+  proc: ChildProcess;
+  url: string;
+  exited: Promise<number | null>;
+}
+
+async function startServer(): Promise<Served> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0', '--no-model-check', '--threads', String(threads), '--batch-size', String(BATCH)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  proc.stderr!.setEncoding('utf8');
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stderr!.on('data', (d: string) => {
+      err += d;
+      const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+      if (m) resolve(m[1]);
+    });
+    void exited.then((code) => reject(new Error(`bgem3 serve exited (${code}): ${err}`)));
+  });
+  return { proc, url, exited };
+}
+
+/** Reads the counters and gauges this bench needs from the server's /metrics. */
+async function scrape(url: string): Promise<{ tokens: number; lagP99Ms: number; rssBytes: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
+  return { tokens: num('bgem3_tokens_total'), lagP99Ms: num('bgem3_nodejs_eventloop_lag_p99_seconds') * 1000, rssBytes: num('bgem3_process_resident_memory_bytes') };
+}
+
+function peakRssMB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+interface Load {
+  connections: number;
+  amount: number;
+  bodies: string[];
+}
+
+interface LoadResult {
+  requests: number;
+  seconds: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** autocannon against POST /v1/embeddings, each request one text picked in turn from `bodies`. */
+async function load(url: string, l: Load): Promise<LoadResult> {
+  let next = 0;
+  const r = await autocannon({
+    url: `${url}/v1/embeddings`,
+    connections: l.connections,
+    amount: l.amount,
+    timeout: sizes.timeoutS,
+    requests: [
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req: Record<string, unknown>) => ({ ...req, body: l.bodies[next++ % l.bodies.length] }),
+      },
+    ],
+  });
+  return {
+    requests: r.requests.total,
+    seconds: r.duration,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    non2xx: r.non2xx,
+    p50Ms: r.latency.p50,
+    p99Ms: r.latency.p99,
+  };
+}
+
+const body = (text: string) => JSON.stringify({ model: 'bge-m3', input: text, encoding_format: 'float' });
+
+async function main(): Promise<void> {
+  const machine = describeMachine();
+  const loadAtStart = loadavg();
+  log(`server bench on ${full ? 'the generated full-size model' : 'the fixture model'}: ${machine.cpuModel}, ${machine.cores} cores`);
+  const passages = await chunkTexts(modelDir, sizes.passages, 512);
+  const golden = JSON.parse(readFileSync(join(ROOT, 'test/fixtures/tiny-m3-A/golden.json'), 'utf8')) as { texts: string[] };
+  const queries = golden.texts.filter((t) => t.length > 0 && t.length < 120);
+
+  // In-process encode and the server take turns (two rounds, best of each): this shared machine's
+  // speed drifts over minutes, and figures taken minutes apart would compare the drift.
+  const enc = await M3Encoder.load(modelDir, { workers: 1, intraOpNumThreads: threads, batchSize: BATCH, cache: false });
+  await enc.encode(passages.slice(0, BATCH));
+  const queryTokens = (await enc.tokenize(queries)).reduce((s, t) => s + t.ids.length, 0) / queries.length;
+  let inProcess = { tokens: 0, seconds: Infinity, eventLoopLagP99Ms: 0 };
+  const inProcessPass = async () => {
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
+    const t0 = performance.now();
+    const res = await enc.encode(passages);
+    const seconds = (performance.now() - t0) / 1000;
+    lag.disable();
+    const lagP99 = lag.percentile(99) / 1e6;
+    if (seconds < inProcess.seconds) inProcess = { tokens: res.reduce((s, x) => s + x.tokens, 0), seconds, eventLoopLagP99Ms: Math.max(inProcess.eventLoopLagP99Ms, lagP99) };
+    else inProcess.eventLoopLagP99Ms = Math.max(inProcess.eventLoopLagP99Ms, lagP99);
+  };
+
+  log('server …');
+  const server = await startServer();
+  try {
+    await load(server.url, { connections: 4, amount: 32, bodies: passages.slice(0, 8).map(body) }); // warm-up
+    // Saturation: the same passages, one per request, many connections.
+    let sat: (LoadResult & { tokens: number; eventLoopLagP99Ms: number }) | undefined;
+    let worstLag = 0;
+    for (let round = 0; round < 2; round++) {
+      log(`  round ${round + 1}: in-process encode, then the server`);
+      await inProcessPass();
+      const before = await scrape(server.url);
+      const r = await load(server.url, { connections: sizes.saturationConnections, amount: passages.length * sizes.saturationRounds, bodies: passages.map(body) });
+      const afterSat = await scrape(server.url);
+      worstLag = Math.max(worstLag, afterSat.lagP99Ms);
+      const run = { ...r, tokens: afterSat.tokens - before.tokens, eventLoopLagP99Ms: afterSat.lagP99Ms };
+      if (!sat || run.tokens / run.seconds > sat.tokens / sat.seconds) sat = run;
+    }
+    await enc.close();
+    const inProcessTps = inProcess.tokens / inProcess.seconds;
+    const serverTps = sat!.tokens / sat!.seconds;
+    log(`  saturation: ${serverTps.toFixed(0)} tok/s vs in-process ${inProcessTps.toFixed(0)} (${((serverTps / inProcessTps) * 100).toFixed(0)}%)`);
+
+    const short1 = await load(server.url, { connections: 1, amount: sizes.shortAmount, bodies: queries.map(body) });
+    const passage1 = await load(server.url, { connections: 1, amount: sizes.passageAmount, bodies: passages.map(body) });
+    const qb = queries.map(body);
+    const mixBodies = Array.from({ length: 20 }, (_, i) => (i % 10 === 9 ? body(passages[i % passages.length]) : qb[i % qb.length]));
+    const mix = await load(server.url, { connections: 16, amount: sizes.mixAmount, bodies: mixBodies });
+    const wideBefore = await scrape(server.url);
+    const wide = await load(server.url, { connections: 200, amount: sizes.wideAmount, bodies: queries.map(body) });
+    const wideAfter = await scrape(server.url);
+    const peakRss = peakRssMB(server.proc.pid!);
+    log(`  200 connections: ${wide.errors} errors, ${wide.non2xx} non-2xx, ${wide.timeouts} timeouts, peak RSS ${peakRss.toFixed(0)} MB`);
+
+    const result = {
+      date: new Date().toISOString(),
+      machine,
+      model: full ? 'generated full-size BGE-M3 (bench/.models/m3-full)' : 'tiny fixture (test/fixtures/tiny-m3-A)',
+      settings: { workers: 1, threads, batch: BATCH, cache: false },
+      loadAverageAtStart: loadAtStart,
+      inProcess: { tokensPerSecond: inProcessTps, ...inProcess },
+      saturation: { ...sat!, connections: sizes.saturationConnections, tokensPerSecond: serverTps, ratio: serverTps / inProcessTps, eventLoopLagP99Ms: worstLag },
+      shortQueries: { ...short1, meanTokens: queryTokens },
+      passages512: passage1,
+      mix,
+      connections200: { ...wide, eventLoopLagP99Ms: wideAfter.lagP99Ms, tokens: wideAfter.tokens - wideBefore.tokens, peakRssMB: peakRss, rssAfterMB: wideAfter.rssBytes / 2 ** 20 },
+    };
+    const out = values.json ?? join(ROOT, `bench/results/server${full ? '' : '.quick'}.json`);
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+    writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(serverMarkdown(result).join('\n') + '\n');
+  } finally {
+    server.proc.kill('SIGTERM');
+    await server.exited;
+  }
+}
+
+/** The Markdown table of a result (also used by bench/run-all.ts). */
+export function serverMarkdown(r: any): string[] {
+  const ms = (x: number) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
+  const lat = (l: any) => `${ms(l.p50Ms)} / ${ms(l.p99Ms)}`;
+  const met = (ok: boolean) => (ok ? 'met' : 'missed');
+  const w = r.connections200;
+  return [
+    `## Serving (\`bgem3 serve\`, ${r.model})`,
+    '',
+    `From \`node --import tsx bench/server.bench.ts${r.model.startsWith('tiny') ? ' --quick' : ''}\` on ${String(r.date).slice(0, 16).replace('T', ' ')} UTC (load average at start ${r.loadAverageAtStart.map((x: number) => x.toFixed(1)).join(' ')} on ${r.machine.cores} cores): the server in a child process, autocannon on loopback, one text per request to POST /v1/embeddings; ${r.settings.workers} worker thread, ${r.settings.threads} intra-op threads, batches of ${r.settings.batch}, cache off (in-process encode with the same settings).`,
+    '',
+    '| figure | target | measured | |',
+    '|---|---|---|---|',
+    `| throughput at saturation (${r.saturation.requests} × 512-token passages, ${r.saturation.connections} connections) vs in-process \`encode\` of the same texts | ≥ 90% | ${(r.saturation.ratio * 100).toFixed(0)}% (${r.saturation.tokensPerSecond.toFixed(0)} vs ${r.inProcess.tokensPerSecond.toFixed(0)} tok/s) | ${met(r.saturation.ratio >= 0.9)} |`,
+    `| 200 concurrent connections (${w.requests} short queries) | 0 errors, RSS bounded | ${w.errors + w.timeouts + w.non2xx} errors; server peak RSS ${w.peakRssMB.toFixed(0)} MB | ${met(w.errors + w.timeouts + w.non2xx === 0)} |`,
+    `| event-loop lag p99 of the server while saturated (worst round) | ≤ 20 ms | ${ms(r.saturation.eventLoopLagP99Ms)} (200 connections: ${ms(w.eventLoopLagP99Ms)}; in-process encode on the same machine: ${ms(r.inProcess.eventLoopLagP99Ms)}) | ${met(r.saturation.eventLoopLagP99Ms <= 20)} |`,
+    `| latency p50 / p99, single short queries (~${r.shortQueries.meanTokens.toFixed(0)} tokens, 1 connection) | reported | ${lat(r.shortQueries)} | — |`,
+    `| latency p50 / p99, 512-token passages (1 connection) | reported | ${lat(r.passages512)} | — |`,
+    `| latency p50 / p99, a mix (90% short queries, 10% passages, 16 connections) | reported | ${lat(r.mix)} | — |`,
+    `| latency p50 / p99, short queries at 200 connections | reported | ${lat(w)} | — |`,
+    '',
+  ];
+}
+
+if (isMain) await main();
