@@ -16,8 +16,20 @@
  * class is built on (a store made with another model, an embeddings object of another model) is
  * INDEX_MISMATCH or INVALID_ARGUMENT naming both.
  */
-import { DEFAULT_MODEL, M3Error, assertTextEncoder3, type EncodeOptions, type EncodeResult, type EncoderOptions, type HubOptions, type LoadOptions, type ModelDtype, type TextEncoder3 } from './core.js';
-import { RemoteEncoder, type RemoteEncoderOptions } from '../remote/index.js';
+import {
+  DEFAULT_MODEL,
+  M3Error,
+  RemoteEncoder,
+  assertTextEncoder3,
+  type EncodeOptions,
+  type EncodeResult,
+  type EncoderOptions,
+  type HubOptions,
+  type LoadOptions,
+  type ModelDtype,
+  type RemoteEncoderOptions,
+  type TextEncoder3,
+} from './core.js';
 import { invalid } from './checks.js';
 import { loadedEncoderOf, modelFromId, sharedEncoder } from './registry.js';
 

@@ -27,5 +27,5 @@ export {
   checkColbertStorage,
   colbertBytesPerVector,
   type ColbertStorage,
-} from '../store/colbert-codec.js';
-export type { RemoteEncoderOptions } from '../remote/index.js';
+} from './core.js';
+export type { RemoteEncoderOptions } from './core.js';
