@@ -2,7 +2,7 @@
 // an index is being written leaves it loadable with every acknowledged write.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -69,6 +69,24 @@ describe('bgem3 serve in a child process', () => {
     assert.match(child.stderr(), /SIGTERM: shutting down/);
     assert.match(child.stderr(), /stopped/);
     await assert.rejects(fetch(`${child.url}/health`), 'no longer accepting');
+  });
+
+  test('--api-key-file: requests without the key get 401, with it 200; a missing file fails at start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bgem3-serve-key-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'key'), 'k-123\n');
+    const child = await serve(['--api-key-file', join(dir, 'key')]);
+    try {
+      const none = await request(child.url, '/v1/embeddings', { body: { input: 'x' } });
+      assert.equal(none.status, 401);
+      assert.equal(none.json.error.code, 'invalid_api_key');
+      assert.equal((await request(child.url, '/v1/embeddings', { body: { input: 'x' }, headers: { authorization: 'Bearer nope' } })).status, 401);
+      assert.equal((await request(child.url, '/v1/embeddings', { body: { input: 'x' }, headers: { authorization: 'Bearer k-123' } })).status, 200);
+    } finally {
+      child.proc.kill('SIGTERM');
+      await child.exited;
+    }
+    await assert.rejects(serve(['--api-key-file', join(dir, 'missing')]), /cannot read the API key file/);
   });
 
   test('kill -9 while an index is being written leaves it loadable, with every acknowledged document', async () => {

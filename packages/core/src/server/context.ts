@@ -38,6 +38,7 @@ export class ServeContext {
   readonly batcherOptions: BatcherOptions;
   readonly metrics: ServerMetrics;
   readonly modelName: string;
+  readonly modelDtype: string;
   readonly autoTruncate: boolean;
   readonly indexes: IndexRegistry;
   readonly version = PACKAGE_VERSION;
@@ -49,6 +50,7 @@ export class ServeContext {
     batching: BatcherOptions;
     metrics: ServerMetrics;
     modelName: string;
+    modelDtype: string;
     autoTruncate: boolean;
     indexes: IndexRegistry;
   }) {
@@ -58,6 +60,7 @@ export class ServeContext {
     this.batcherOptions = args.batching;
     this.metrics = args.metrics;
     this.modelName = args.modelName;
+    this.modelDtype = args.modelDtype;
     this.autoTruncate = args.autoTruncate;
     this.indexes = args.indexes;
   }

@@ -44,6 +44,8 @@ export interface ServerOptions {
   apiKey?: string;
   /** The model name the OpenAI and TEI routes report (default: the encoder's `modelId`). */
   modelName?: string;
+  /** The weights' dtype `GET /info` reports as TEI's `model_dtype` (default `float32`; `int8` for a q8 model). */
+  modelDtype?: string;
   /** Per-request limits. */
   limits?: RequestLimits;
   /** Dynamic batching and queue bounds. */

@@ -104,6 +104,7 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
     batching,
     metrics,
     modelName: options.modelName ?? encoder.modelId,
+    modelDtype: options.modelDtype ?? (options.load?.dtype === 'q8' ? 'int8' : 'float32'),
     autoTruncate: options.autoTruncate ?? true,
     indexes,
   });

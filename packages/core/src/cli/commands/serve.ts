@@ -83,6 +83,7 @@ export function registerServe(program: Command): void {
         indexes,
         ...(apiKey !== undefined ? { apiKey } : {}),
         modelCheck: flags.modelCheck,
+        modelDtype: flags.dtype === 'q8' ? 'int8' : 'float32',
         drainTimeoutMs: flags.drainTimeout,
         batching: {
           maxWaitMs: flags.maxWaitMs,

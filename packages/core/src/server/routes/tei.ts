@@ -63,7 +63,7 @@ export function registerTeiRoutes(app: FastifyInstance, ctx: ServeContext): void
   app.get('/info', tei, async () => ({
     model_id: ctx.modelName,
     model_sha: null,
-    model_dtype: 'float32',
+    model_dtype: ctx.modelDtype,
     model_type: { embedding: { pooling: 'cls' } },
     max_concurrent_requests: ctx.batcherOptions.maxQueueTexts,
     max_input_length: ctx.encoder.maxLength,
