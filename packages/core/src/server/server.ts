@@ -119,9 +119,10 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
   const app = Fastify({
     logger: false,
     bodyLimit: limits.bodyLimit,
-    // Idle keep-alive connections are closed at shutdown; requests arriving meanwhile get 503.
+    // Idle keep-alive connections are closed at shutdown; requests arriving meanwhile get 503
+    // from the onRequest hook below (in the route's error shape, with Retry-After).
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    return503OnClosing: false,
     requestTimeout: 120_000,
   });
 
