@@ -151,6 +151,18 @@ if (process.env.BGEM3_ABORT_CHILD !== undefined) {
     }
   });
 
+  test('a signal that is not an AbortSignal is a TypeError before any work', async () => {
+    const enc = await M3Encoder.load(FIXTURE, { workers: 0 });
+    try {
+      for (const bad of [null, {}, { aborted: false }, 'stop', 1]) {
+        await assert.rejects(enc.encode(['x'], { signal: bad as unknown as AbortSignal }), (e: unknown) => e instanceof TypeError && /signal must be an AbortSignal/.test(e.message));
+      }
+      assert.equal(enc.stats.forwardPasses, 0);
+    } finally {
+      await enc.close();
+    }
+  });
+
   describe('scripts/soak.ts with the cache on and aborting callers in the mix', () => {
     test('400 encodes, 2 aborting callers sharing the regular callers\' texts: within the RSS bound, every result correct, every aborted call ABORTED', async (t) => {
       const json = join(tempDir('bgem3-rel-soak-abort-'), 'soak.json');

@@ -303,6 +303,10 @@ export class M3Encoder implements TextEncoder3 {
     assertTexts(texts);
     const want = selection(options);
     const maxLength = this.checkMaxLength(options.maxLength ?? this.maxLength, 'maxLength');
+    const sig = options.signal as unknown;
+    if (sig !== undefined && (sig === null || typeof sig !== 'object' || typeof (sig as AbortSignal).addEventListener !== 'function' || typeof (sig as AbortSignal).aborted !== 'boolean')) {
+      throw new TypeError('signal must be an AbortSignal');
+    }
     checkSignal(options.signal);
     const out: EncodeResult[] = new Array(texts.length);
     for (let start = 0; start < texts.length; start += CHUNK_TEXTS) {
