@@ -43,11 +43,16 @@ function newest(dir) {
   return max;
 }
 
+/** True when every output of `packages/<name>` exists. */
+function complete(name) {
+  return (OUTPUTS[name] ?? ['index.js']).every((f) => existsSync(join(root, 'packages', name, 'dist', f)));
+}
+
 /** True when `packages/<name>` has no complete build, or a source is newer than the oldest output. */
 export function isStale(name) {
   const pkg = join(root, 'packages', name);
+  if (!complete(name)) return true;
   const outputs = (OUTPUTS[name] ?? ['index.js']).map((f) => join(pkg, 'dist', f));
-  if (!outputs.every((f) => existsSync(f))) return true;
   const built = Math.min(...outputs.map((f) => statSync(f).mtimeMs));
   const inputs = Math.max(newest(join(pkg, 'src')), ...['package.json', 'tsup.config.ts'].map((f) => (existsSync(join(pkg, f)) ? statSync(join(pkg, f)).mtimeMs : 0)));
   return inputs > built;
@@ -114,8 +119,13 @@ export function ensureBuilt(wanted, { cli = false } = {}) {
     else if (process.stderr.isTTY) process.stderr.write(`bgem3: building ${names.join(', ')} first (not built yet, or sources changed)…\n`);
     const args = ['-r', ...names.flatMap((n) => ['--filter', `${n}...`]), 'run', 'build'];
     const r = spawnSync('pnpm', args, { cwd: root, stdio: ['ignore', 'ignore', cli ? 'pipe' : 'inherit'], shell: process.platform === 'win32' });
-    if (r.status === 0) return true;
-    const how = r.error ? `pnpm could not be started: ${r.error.message}` : `pnpm ${args.join(' ')} exited with ${r.status ?? r.signal}`;
+    // A build that exits 0 but left outputs missing (e.g. a `pnpm build` run by hand meanwhile,
+    // which cleans dist/ first) is a failure too.
+    const incomplete = r.status === 0 ? stale.filter((n) => !complete(n)) : [];
+    if (r.status === 0 && incomplete.length === 0) return true;
+    const how = incomplete.length
+      ? `${incomplete.map((n) => `packages/${n}/dist`).join(', ')} incomplete after the build: was another build running?`
+      : r.error ? `pnpm could not be started: ${r.error.message}` : `pnpm ${args.join(' ')} exited with ${r.status ?? r.signal}`;
     if (cli) process.stderr.write(`bgem3: building ${names.join(', ')} failed (${how}); run \`pnpm build\` at the repository root to see why\n`);
     else process.stderr.write(`The build failed (${how}). Run \`pnpm build\` at the repository root to see why.\n`);
     return false;

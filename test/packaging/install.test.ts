@@ -84,10 +84,13 @@ describe('the packed packages, installed with plain npm outside the repository',
   let app: string;
   let packed: { name: string; version: string; file: string }[];
   let install: Run;
+  const took = { packMs: 0, installMs: 0 };
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'bgem3-newcomer-'));
+    const t0 = Date.now();
     packed = packAll(join(work, 'packed'));
+    took.packMs = Date.now() - t0;
     app = join(work, 'app');
     cpSync(APP_SRC, app, { recursive: true });
     writeFileSync(join(app, 'package.json'), `${JSON.stringify({ name: 'bgem3-newcomer-app', private: true, type: 'module' }, null, 2)}\n`);
@@ -99,10 +102,12 @@ describe('the packed packages, installed with plain npm outside the repository',
       ['install', '--prefer-offline', '--no-audit', '--no-fund', ...packed.map((p) => p.file), '@types/node@20', '@types/pg@8'],
       { cwd: app, timeout: 600_000 },
     );
+    took.installMs = Date.now() - t0 - took.packMs;
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  test('pack: four tarballs, no workspace: range left, every file their package.json points at inside', () => {
+  test('pack: four tarballs, no workspace: range left, every file their package.json points at inside', (t) => {
+    t.diagnostic(`pack (build if stale + pnpm pack x4) ${took.packMs} ms, npm install ${took.installMs} ms`);
     assert.deepEqual(
       packed.map((p) => p.name),
       PACKAGES.map((n: string) => `@bgem3/${n}`),
