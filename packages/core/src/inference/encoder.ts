@@ -40,8 +40,9 @@ export interface EncoderOptions extends SessionSettings {
   /** Most padded tokens per forward pass (default 16384); a longer single text runs alone. */
   maxBatchTokens?: number;
   /**
-   * Encode cache: `true` (default, 512 MB), `false`, or a budget in bytes. Lets several
-   * components share one forward pass per text.
+   * Encode cache: `true` (default, 512 MB), `false`, or a budget in bytes (keys and bookkeeping
+   * included). Lets several components share one forward pass per text; every caller gets its own
+   * copy of the vectors, so changing them changes nothing for later callers.
    */
   cache?: boolean | { maxBytes: number };
 }
