@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { M3Encoder } from '../src/inference/encoder.js';
+import { RemoteEncoder } from '../src/remote/index.js';
 import { readApiKeyFile } from '../src/server/auth.js';
 import { golden } from './helpers/fixture.ts';
 import { FIXTURE, GatedEncoder, request, start, until, type Running } from './server-helpers.ts';
@@ -58,6 +59,18 @@ describe('bad requests get 4xx JSON and the server keeps serving', () => {
     assert.equal(tei.status, 413);
     assert.match(tei.json.error, /longer than 64 tokens and truncate is false/);
     assert.equal((await request(s.url, '/embed', { body: { inputs: 'word '.repeat(100), truncate: true } })).status, 200);
+  });
+
+  test('RemoteEncoder splits a call over the per-request token limit (413) into requests that fit', async () => {
+    const remote = await RemoteEncoder.connect(s.url);
+    const texts = Array.from({ length: 8 }, (_, i) => `${i} ${'word '.repeat(100)}`); // 8 × 64 tokens > 200
+    const got = await remote.encode(texts, { dense: true, sparse: true });
+    const local = await s.encoder.encode(texts, { dense: true, sparse: true });
+    got.forEach((r, i) => {
+      assert.equal(r.tokens, 64);
+      near(r.dense!, local[i].dense!, `dense ${i}`);
+      assert.deepEqual(r.sparse!.indices, local[i].sparse!.indices);
+    });
   });
 
   test('wrong types and values name the field', async () => {

@@ -122,19 +122,7 @@ export class RemoteEncoder implements TextEncoder3 {
     const worker = async () => {
       while (next < chunks.length) {
         const start = chunks[next++];
-        const slice = texts.slice(start, start + this.batchSize);
-        const body = {
-          input: slice,
-          outputs,
-          dense_format: 'base64',
-          colbert_dtype: 'float32',
-          ...(options.maxLength !== undefined ? { max_length: options.maxLength } : {}),
-        };
-        const res = (await this.request('POST', '/v1/m3/encode', body, inner.signal)) as { data?: EncodeItemWire[] };
-        if (!Array.isArray(res?.data) || res.data.length !== slice.length) {
-          throw new M3Error('REMOTE_FAILED', `${this.endpoint}/v1/m3/encode answered ${Array.isArray(res?.data) ? res.data.length : 'no'} encodings for ${slice.length} texts`);
-        }
-        for (const item of res.data) out[start + item.index] = this.decode(item);
+        await this.encodeSlice(texts, start, start + this.batchSize, outputs, options.maxLength, inner.signal, out);
       }
     };
     try {
@@ -147,6 +135,40 @@ export class RemoteEncoder implements TextEncoder3 {
       signal?.removeEventListener('abort', onAbort);
     }
     return out;
+  }
+
+  /**
+   * Encodes `texts[start, end)` in one request; a slice over the server's per-request token limit
+   * (413) is split in halves, down to single texts.
+   */
+  private async encodeSlice(
+    texts: readonly string[],
+    start: number,
+    end: number,
+    outputs: string[],
+    maxLength: number | undefined,
+    signal: AbortSignal,
+    out: EncodeResult[],
+  ): Promise<void> {
+    end = Math.min(end, texts.length);
+    const slice = texts.slice(start, end);
+    const body = { input: slice, outputs, dense_format: 'base64', colbert_dtype: 'float32', ...(maxLength !== undefined ? { max_length: maxLength } : {}) };
+    let res: { data?: EncodeItemWire[] };
+    try {
+      res = (await this.request('POST', '/v1/m3/encode', body, signal)) as { data?: EncodeItemWire[] };
+    } catch (e) {
+      if (e instanceof RemoteHttpError && e.status === 413 && slice.length > 1) {
+        const mid = start + Math.ceil(slice.length / 2);
+        await this.encodeSlice(texts, start, mid, outputs, maxLength, signal, out);
+        await this.encodeSlice(texts, mid, end, outputs, maxLength, signal, out);
+        return;
+      }
+      throw e;
+    }
+    if (!Array.isArray(res?.data) || res.data.length !== slice.length) {
+      throw new M3Error('REMOTE_FAILED', `${this.endpoint}/v1/m3/encode answered ${Array.isArray(res?.data) ? res.data.length : 'no'} encodings for ${slice.length} texts`);
+    }
+    for (const item of res.data) out[start + item.index] = this.decode(item);
   }
 
   /** Nothing to release (the model lives in the server); kept so callers can treat encoders alike. */
@@ -208,10 +230,19 @@ export class RemoteEncoder implements TextEncoder3 {
         const message = typeof err === 'string' ? err : typeof err?.message === 'string' ? err.message : `HTTP ${res.status}`;
         const code = typeof err === 'object' && typeof err?.code === 'string' ? err.code : '';
         if (res.status === 400 && code === 'invalid_argument') throw new M3Error('INVALID_ARGUMENT', `${message} (from ${this.endpoint})`);
-        throw new M3Error('REMOTE_FAILED', `${method} ${url} answered ${res.status}: ${message}`);
+        throw new RemoteHttpError(res.status, `${method} ${url} answered ${res.status}: ${message}`);
       }
       return json;
     }
+  }
+}
+
+/** A REMOTE_FAILED error carrying the HTTP status (used to split requests over the server's limits). */
+class RemoteHttpError extends M3Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super('REMOTE_FAILED', message);
+    this.status = status;
   }
 }
 

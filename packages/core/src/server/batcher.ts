@@ -171,19 +171,21 @@ export class EncodeBatcher {
   private abortJob(job: Job): void {
     if (job.settled) return;
     job.aborted = true;
-    for (const item of job.queued) this.unqueue(item);
+    this.unqueueAll(job.queued);
     job.queued.clear();
     this.settle(job, abortError());
     for (const f of job.onAbort) f();
     this.checkIdle();
   }
 
-  private unqueue(item: Item): void {
-    const i = this.queue.indexOf(item);
-    if (i >= 0) {
-      this.queue.splice(i, 1);
-      this.queuedTokens -= item.tokens;
-    }
+  /** Removes `items` from the queue in one pass (a request may have thousands of texts queued). */
+  private unqueueAll(items: ReadonlySet<Item>): void {
+    if (items.size === 0) return;
+    this.queue = this.queue.filter((it) => {
+      if (!items.has(it)) return true;
+      this.queuedTokens -= it.tokens;
+      return false;
+    });
   }
 
   private settle(job: Job, error?: unknown): void {
@@ -211,10 +213,8 @@ export class EncodeBatcher {
           return;
         }
       }
-      for (const item of items) {
-        this.unqueue(item);
-        item.job.queued.delete(item);
-      }
+      this.unqueueAll(new Set(items));
+      for (const item of items) item.job.queued.delete(item);
       void this.run(items);
     }
     this.checkIdle();
@@ -284,7 +284,7 @@ export class EncodeBatcher {
       for (const it of items) {
         if (retry.includes(it) || it.job.settled) continue;
         this.settle(it.job, err);
-        for (const q of it.job.queued) this.unqueue(q);
+        this.unqueueAll(it.job.queued);
         it.job.queued.clear();
       }
       // Another caller's abort reached this batch: the live requests' texts go again, first.
