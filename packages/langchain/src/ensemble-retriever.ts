@@ -179,7 +179,7 @@ export class BGEM3EnsembleRetriever extends BaseRetriever {
   }
 
   /** Store mode: removes documents by id. */
-  async delete(params: { ids: string[] }): Promise<void> {
+  async delete(params: { ids: string[] } | string[]): Promise<void> {
     if (!this.vectorStore) invalid('delete needs a store; over your own retrievers, delete from them');
     await this.vectorStore.delete(params);
   }

@@ -82,7 +82,6 @@ export class BGEM3ColbertReranker extends BaseDocumentCompressor {
   async rerank(documents: Array<DocumentInterface | string>, query: string, options: BGEM3RerankOptions = {}): Promise<BGEM3RerankResult[]> {
     const o = checkOptions(options, ['topN'], 'rerank');
     queryString(query);
-    if (documents === null || documents === undefined) return [];
     if (!Array.isArray(documents)) throw new TypeError('documents must be an array of Documents or strings');
     const topN = positiveInt(o.topN, 'topN', positiveInt(this.topN, 'topN', 3));
     if (documents.length === 0) return [];

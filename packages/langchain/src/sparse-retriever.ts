@@ -95,7 +95,7 @@ export class BGEM3SparseRetriever extends BaseRetriever {
   }
 
   /** Removes documents by id. */
-  async delete(params: { ids: string[] }): Promise<void> {
+  async delete(params: { ids: string[] } | string[]): Promise<void> {
     await (await this.vectorStoreReady).delete(params);
   }
 

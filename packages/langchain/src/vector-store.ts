@@ -141,11 +141,14 @@ export class BGEM3VectorStore extends VectorStore {
    */
   async addDocuments(documents: DocumentInterface[], options: BGEM3AddDocumentsOptions = {}): Promise<string[]> {
     const o = checkOptions(options, ['ids', 'signal'], 'addDocuments');
-    if (!Array.isArray(documents)) invalid('documents must be an array of Documents');
+    if (!Array.isArray(documents)) throw new TypeError('documents must be an array of Documents');
     if (o.ids !== undefined && (!Array.isArray(o.ids) || o.ids.length !== documents.length)) invalid(`ids must be an array with one id per document (${documents.length})`);
     const docs = documents.map((d, i) => {
-      if (d === null || typeof d !== 'object' || typeof d.pageContent !== 'string') throw new TypeError(`documents[${i}] must be a Document with a string pageContent`);
-      const id = o.ids?.[i] ?? (typeof d.id === 'string' && d.id.length > 0 ? d.id : undefined);
+      if (d === null || typeof d !== 'object') throw new TypeError(`documents[${i}] must be a Document`);
+      if (typeof d.pageContent !== 'string') throw new TypeError(`documents[${i}].pageContent must be a string`);
+      const given = o.ids?.[i];
+      if (given !== undefined && typeof given !== 'string') throw new TypeError(`the id of documents[${i}] must be a string`);
+      const id = given ?? (typeof d.id === 'string' && d.id.length > 0 ? d.id : undefined);
       const metadata = { ...(d.metadata ?? {}) };
       if (id === undefined) metadata[ANONYMOUS_KEY] = true;
       else delete metadata[ANONYMOUS_KEY];
@@ -182,10 +185,13 @@ export class BGEM3VectorStore extends VectorStore {
   }
 
   /** Removes documents by id (unknown ids are ignored). */
-  override async delete(params: { ids: string[] }): Promise<void> {
-    const p = checkOptions(params, ['ids'], 'delete');
-    if (!Array.isArray(p.ids)) invalid('delete expects { ids: string[] }');
-    await this.store.delete(p.ids);
+  override async delete(params: { ids: string[] } | string[]): Promise<void> {
+    const ids = Array.isArray(params) ? params : checkOptions(params, ['ids'], 'delete').ids;
+    if (!Array.isArray(ids)) throw new TypeError('delete expects { ids: string[] } or an array of ids');
+    ids.forEach((id, i) => {
+      if (typeof id !== 'string') throw new TypeError(`ids[${i}] must be a string`);
+    });
+    await this.store.delete(ids);
   }
 
   /** Dense search with a query vector (from this store's embeddings): `[document, inner product]`, best first. */

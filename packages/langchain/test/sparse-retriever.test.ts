@@ -84,7 +84,7 @@ describe('BGEM3SparseRetriever (the BM25Retriever patterns)', () => {
   });
 
   test('k is required to be a positive integer; a failed background index is reported by invoke', async () => {
-    assert.throws(() => BGEM3SparseRetriever.fromDocuments(FOX, { k: 0, encoder }), /k must be an integer/);
+    assert.throws(() => BGEM3SparseRetriever.fromDocuments(FOX, { k: 0, encoder }), /k must be a positive integer/);
     assert.throws(() => new BGEM3SparseRetriever({ k: 2, encoder, preprocessFunc: (s: string) => [s] } as never), /unknown option "preprocessFunc"/);
     const bad = BGEM3SparseRetriever.fromDocuments([{ pageContent: 42 } as never], { k: 1, encoder });
     await assert.rejects(bad.invoke('x'), TypeError);

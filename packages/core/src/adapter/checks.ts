@@ -2,7 +2,7 @@
  * Option checks shared by the adapters: an unknown option is an error (a typo never becomes a
  * silently ignored option), and every bad value is INVALID_ARGUMENT naming the option.
  */
-import { M3Error, checkPositiveInt } from './core.js';
+import { M3Error } from './core.js';
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
@@ -32,14 +32,20 @@ export function checkOptions<T extends object>(options: T | undefined, known: re
   return options;
 }
 
-/** A positive integer option (undefined gives `fallback`). */
+/** Largest count option (k, topN, batch sizes): core's bound on the work of one call. */
+const MAX_COUNT = 100_000;
+
+/** A positive integer option, at most 100000 (undefined gives `fallback`). */
 export function positiveInt(value: unknown, name: string, fallback: number): number {
-  return checkPositiveInt(value, name, fallback);
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) invalid(`${name} must be a positive integer, got ${describe(value)}`);
+  if (value > MAX_COUNT) invalid(`${name} must be at most ${MAX_COUNT}, got ${value}`);
+  return value;
 }
 
 /** An optional positive integer option. */
 export function optionalPositiveInt(value: unknown, name: string): number | undefined {
-  return value === undefined ? undefined : checkPositiveInt(value, name, 1);
+  return value === undefined ? undefined : positiveInt(value, name, 1);
 }
 
 /** One of `allowed` (undefined gives `fallback`). */
