@@ -5,7 +5,7 @@
  * (dense), SPARSE and HYBRID (dense ∪ sparse candidates reranked by the M3 All score).
  */
 import { M3Error, type M3Store, type M3Weights } from '@bgem3/core';
-import { EncoderSource, attachSource, checkM3Weights, checkOptions, invalid, positiveInt, sourceOf, weightsFromAlpha } from '@bgem3/core/adapter';
+import { EncoderSource, attachSource, checkM3Weights, checkOptions, invalid, oneOf, positiveInt, sourceOf, weightsFromAlpha } from '@bgem3/core/adapter';
 import { BaseVectorStore, MetadataMode, VectorStoreQueryMode, type BaseEmbedding, type BaseNode, type VectorStoreQuery, type VectorStoreQueryResult } from 'llamaindex';
 import { BGEM3Embedding } from './embedding.js';
 import { toWhere } from './filters.js';
@@ -23,6 +23,11 @@ export interface BGEM3VectorStoreOptions extends BGEM3ModelOptions {
    * metadata LlamaIndex embeds).
    */
   metadataMode?: MetadataMode;
+  /**
+   * What a DEFAULT query runs: `"dense"` (default) or `"hybrid"`, so that `index.asQueryEngine()`
+   * and `index.asChatEngine()` retrieve hybrid without being given a retriever.
+   */
+  defaultMode?: 'dense' | 'hybrid';
   /** HYBRID: candidates from each of dense and sparse search (default 100; `customParams.fetchK` per query). */
   fetchK?: number;
   /** HYBRID: `[dense, sparse, colbert]` weights (default [0.4, 0.2, 0.4]; `alpha` or `customParams.weights` per query). */
@@ -37,7 +42,7 @@ export interface BGEM3QueryParams {
   weights?: readonly [number, number, number];
 }
 
-const KEYS = [...MODEL_KEYS, 'store', 'embedModel', 'metadataMode', 'fetchK', 'weights'];
+const KEYS = [...MODEL_KEYS, 'store', 'embedModel', 'metadataMode', 'defaultMode', 'fetchK', 'weights'];
 const QUERY_KEYS = ['queryEmbedding', 'similarityTopK', 'docIds', 'queryStr', 'mode', 'alpha', 'filters', 'mmrThreshold', 'customParams'];
 // An arbitrary unit vector: a dense search with it and a filter lists the matching documents.
 const basis = (dim: number) => {
@@ -68,6 +73,8 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
   readonly store: M3Store;
   /** Which node text is encoded. */
   readonly metadataMode: MetadataMode;
+  /** What a DEFAULT query runs. */
+  readonly defaultMode: 'dense' | 'hybrid';
   /** HYBRID defaults. */
   readonly fetchK: number;
   readonly weights: M3Weights;
@@ -78,7 +85,7 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
     checkStore(o.store);
     const store = o.store;
     const metadataMode = metadataModeOf(o.metadataMode, MetadataMode.NONE);
-    const { store: _s, embedModel, metadataMode: _m, fetchK: _f, weights: _w, ...model } = o;
+    const { store: _s, embedModel, metadataMode: _m, defaultMode: _d, fetchK: _f, weights: _w, ...model } = o;
     let embed: BaseEmbedding;
     if (embedModel === undefined) {
       embed = new BGEM3Embedding({ ...model, store, metadataMode });
@@ -93,6 +100,7 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
     super({ embedModel: embed });
     this.store = store;
     this.metadataMode = metadataMode;
+    this.defaultMode = oneOf(o.defaultMode, ['dense', 'hybrid'] as const, 'defaultMode', 'dense');
     this.fetchK = positiveInt(o.fetchK, 'fetchK', 100);
     this.weights = checkM3Weights(o.weights, 'weights');
     this.source = new EncoderSource({}, { ...storeBase(store), source: sourceOf<EncoderSource>(embed) as EncoderSource });
@@ -154,7 +162,8 @@ export class BGEM3VectorStore extends BaseVectorStore<M3Store, BGEM3QueryParams>
   async query(query: VectorStoreQuery<BGEM3QueryParams>, _options?: object): Promise<VectorStoreQueryResult> {
     const q = checkOptions(query, QUERY_KEYS, 'BGEM3VectorStore.query');
     await this.checkEmbedModel();
-    const mode = q.mode ?? VectorStoreQueryMode.DEFAULT;
+    const asked = q.mode ?? VectorStoreQueryMode.DEFAULT;
+    const mode = asked === VectorStoreQueryMode.DEFAULT && this.defaultMode === 'hybrid' ? VectorStoreQueryMode.HYBRID : asked;
     if (mode !== VectorStoreQueryMode.DEFAULT && mode !== VectorStoreQueryMode.SPARSE && mode !== VectorStoreQueryMode.HYBRID) {
       invalid(`BGEM3VectorStore answers the query modes default (dense), sparse and hybrid, not ${JSON.stringify(mode)}`);
     }

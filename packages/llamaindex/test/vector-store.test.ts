@@ -156,6 +156,15 @@ describe('BGEM3VectorStore (LlamaIndex) over M3Index', () => {
     assert.equal(text.trim(), 'mock answer');
     assert.equal((await chat.chatHistory).length, 4);
 
+    // defaultMode: "hybrid": the engines made without a retriever search hybrid too.
+    const hybridByDefault = new BGEM3VectorStore({ store, defaultMode: 'hybrid' });
+    Settings.embedModel = hybridByDefault.embedModel;
+    const index2 = await VectorStoreIndex.fromVectorStore(hybridByDefault);
+    const viaEngine = await index2.asQueryEngine({ similarityTopK: 3 }).query({ query });
+    assert.deepEqual(viaEngine.sourceNodes!.map((n) => n.node.id_), want.map((h) => h.id));
+    const viaChat = await index2.asChatEngine({ similarityTopK: 3, chatModel: llm }).chat({ message: query });
+    assert.deepEqual(viaChat.sourceNodes!.map((n) => n.node.id_), want.map((h) => h.id));
+
     // insertNodes through the index goes to the store.
     await index.insertNodes([new TextNode({ id_: 'fresh', text: 'A new passage about Cairo.' })]);
     assert.equal(await store.has('fresh'), true);
