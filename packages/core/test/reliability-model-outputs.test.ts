@@ -235,3 +235,37 @@ describe('a token id beyond the embedding table when the graph does not tell the
     });
   }
 });
+
+describe('id inputs in the element type the graph declares', () => {
+  /** Makes `names` graph inputs of element type `type`, cast back to int64 inside the graph. */
+  const inputsAs = (names: string[], type: number): Edit => (graph) => {
+    for (const name of names) {
+      const inner = `${name}__int64`;
+      for (const x of graph.node ?? []) x.input = (x.input ?? []).map((i) => (i === name ? inner : i));
+      graph.node!.unshift(
+        onnx.NodeProto.create({ name: `Cast_${name}`, opType: 'Cast', input: [name], output: [inner], attribute: [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: T.INT64 })] }),
+      );
+      graph.input!.find((v) => v.name === name)!.type!.tensorType!.elemType = type;
+    }
+  };
+  for (const workers of [0, 1]) {
+    test(`${workers ? 'worker' : 'in-thread'}: int32 input_ids and attention_mask are fed as int32, with the very same outputs`, async () => {
+      const ref = await M3Encoder.load(FIXTURE, { workers: 0, cache: false });
+      const enc = await M3Encoder.load(variant('backbone', inputsAs(['input_ids', 'attention_mask'], T.INT32)), { workers, cache: false });
+      try {
+        const want = await ref.encode(TEXTS, all);
+        const got = await enc.encode(TEXTS, all);
+        got.forEach((r, i) => {
+          assert.deepEqual(Array.from(r.dense!), Array.from(want[i].dense!), `text ${i}`);
+          assert.deepEqual(Array.from(r.colbert!.data), Array.from(want[i].colbert!.data), `text ${i}`);
+        });
+        assert.equal(enc.vocabSize, 3002, 'the embedding table is still found through the Cast');
+      } finally {
+        await Promise.all([ref.close(), enc.close()]);
+      }
+    });
+    test(`${workers ? 'worker' : 'in-thread'}: a float input_ids is refused at load naming the graph and the input`, async () => {
+      await assert.rejects(M3Encoder.load(variant('backbone', inputsAs(['input_ids'], T.FLOAT)), { workers }), refused(/model\.onnx$/, /input 'input_ids' has element type float32; expected int64 \(or int32\)/));
+    });
+  }
+});

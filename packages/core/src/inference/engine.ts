@@ -222,6 +222,8 @@ export class EncoderEngine {
   /** Token ids must be below this (the embedding table's rows, else config's vocab_size). */
   private readonly idLimit: number | undefined;
   private readonly sparseRank: number;
+  /** Element types of the id inputs (`input_ids`, `attention_mask`, `token_type_ids`). */
+  private readonly inputTypes: Record<string, 'int32' | 'int64'>;
   private constructor(
     private readonly spec: EngineSpec,
     private readonly session: ort.InferenceSession,
@@ -236,8 +238,10 @@ export class EncoderEngine {
       vocabRows: number | undefined;
       attention: AttentionMode;
       sparseRank?: number;
+      inputTypes: Record<string, 'int32' | 'int64'>;
     },
   ) {
+    this.inputTypes = dims.inputTypes;
     this.layout = layout;
     this.attention = dims.attention;
     this.hidden = dims.hidden;
@@ -286,7 +290,17 @@ export class EncoderEngine {
         { file: cfg },
       );
     }
-    const dims = { maxPositions: maxPos, vocab: config.vocabSize, vocabRows, attention };
+    const inputTypes: Record<string, 'int32' | 'int64'> = {};
+    const inputMeta = (session as unknown as { inputMetadata?: OutputMeta[] }).inputMetadata;
+    session.inputNames.forEach((name, i) => {
+      const type = inputMeta?.[i]?.type ?? 'int64';
+      if (!['input_ids', 'attention_mask', 'token_type_ids'].includes(name)) return;
+      if (type !== 'int64' && type !== 'int32') {
+        throw new M3Error('MODEL_FILE_INVALID', `${file}: input '${name}' has element type ${type}; expected int64 (or int32)`, { file });
+      }
+      inputTypes[name] = type;
+    });
+    const dims = { maxPositions: maxPos, vocab: config.vocabSize, vocabRows, attention, inputTypes };
     if (layout.kind === 'backbone') {
       const meta = metaOf(layout.hiddenOutput);
       const hidden = lastDim(meta) ?? cfgHidden;
@@ -321,22 +335,22 @@ export class EncoderEngine {
   async run(batch: readonly Int32Array[], want: OutputSelection): Promise<RawOutputs[]> {
     const B = batch.length;
     const L = batch.reduce((m, ids) => Math.max(m, ids.length), 0);
-    const inputIds = new BigInt64Array(B * L).fill(BigInt(this.spec.special.pad));
-    const mask = new BigInt64Array(B * L);
+    const inputIds = new Int32Array(B * L).fill(this.spec.special.pad);
+    const mask = new Int32Array(B * L);
     const limit = this.idLimit;
     batch.forEach((ids, b) => {
       for (let i = 0; i < ids.length; i++) {
         if (limit !== undefined && (ids[i] >= limit || ids[i] < 0)) this.idOutOfRange(ids[i], limit);
-        inputIds[b * L + i] = BigInt(ids[i]);
-        mask[b * L + i] = 1n;
+        inputIds[b * L + i] = ids[i];
+        mask[b * L + i] = 1;
       }
     });
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', inputIds, [B, L]),
-      attention_mask: new ort.Tensor('int64', mask, [B, L]),
+      input_ids: this.intTensor('input_ids', inputIds, B, L),
+      attention_mask: this.intTensor('attention_mask', mask, B, L),
     };
     if (this.session.inputNames.includes('token_type_ids')) {
-      feeds.token_type_ids = new ort.Tensor('int64', new BigInt64Array(B * L), [B, L]);
+      feeds.token_type_ids = this.intTensor('token_type_ids', new Int32Array(B * L), B, L);
     }
     const file = this.spec.paths.onnx;
     const results: RawOutputs[] = batch.map(() => ({}));
@@ -385,6 +399,12 @@ export class EncoderEngine {
     return results;
   }
 
+  /** An id/mask input in the element type the graph declares (int64, or int32 in some exports). */
+  private intTensor(name: string, values: Int32Array, B: number, L: number): ort.Tensor {
+    if (this.inputTypes[name] === 'int32') return new ort.Tensor('int32', values, [B, L]);
+    return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), [B, L]);
+  }
+
   /** `session.run`, with onnxruntime's failures as an M3Error naming the graph. */
   private async runSession(
     session: ort.InferenceSession,
@@ -399,8 +419,8 @@ export class EncoderEngine {
       const reason = String((cause as Error)?.message ?? cause).split('\n')[0];
       // A token id beyond the embedding table (when the graph's structure did not tell its size).
       const gather = /indices element out of data bounds, idx=(\d+) must be within the inclusive range \[-?\d+,(\d+)\]/.exec(reason);
-      const ids = feeds.input_ids?.data as BigInt64Array | undefined;
-      if (gather && ids?.includes(BigInt(gather[1]))) this.idOutOfRange(Number(gather[1]), Number(gather[2]) + 1);
+      const ids = feeds.input_ids?.data as ArrayLike<number | bigint> | undefined;
+      if (gather && ids && Array.prototype.some.call(ids, (v: number | bigint) => Number(v) === Number(gather[1]))) this.idOutOfRange(Number(gather[1]), Number(gather[2]) + 1);
       throw new M3Error('MODEL_FILE_INVALID', `onnxruntime failed to run ${file}: ${reason}`, { file: this.spec.paths.onnx, cause });
     }
   }
