@@ -143,6 +143,12 @@ describe('bgem3 serve in a child process', () => {
     const got = await request(child.url, '/v1/indexes/docs/documents/p1');
     assert.deepEqual(got.json, { id: 'p1', text: g.passages[1], metadata: { i: 1 } });
     assert.equal((await request(child.url, '/v1/indexes/docs/documents/none')).status, 404);
+    const longId = `é/${'x'.repeat(300)} ?#`;
+    assert.equal((await request(child.url, '/v1/indexes/docs/documents', { body: { documents: [{ id: longId, text: 'an id with odd characters' }] } })).status, 200);
+    const byLongId = await request(child.url, `/v1/indexes/docs/documents/${encodeURIComponent(longId)}`);
+    assert.equal(byLongId.status, 200, byLongId.text);
+    assert.equal(byLongId.json.id, longId);
+    assert.deepEqual((await request(child.url, `/v1/indexes/docs/documents/${encodeURIComponent(longId)}`, { method: 'DELETE' })).json, { deleted: 1 });
     const search = await request(child.url, '/v1/indexes/docs/search', { body: { query: g.queries[0], k: docs.length, fetch_k: docs.length, weights: [0.4, 0.2, 0.4] } });
     assert.equal(search.status, 200);
     const table = g['compute_score_weights_0.4_0.2_0.4'];
