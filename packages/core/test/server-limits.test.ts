@@ -127,6 +127,39 @@ describe('queueing and cancellation', () => {
   });
   after(() => enc.close());
 
+  test('concurrent requests are batched together, by similar length, within the text and token budgets', async () => {
+    const gated = new GatedEncoder(enc);
+    const s = await start({ encoder: gated, batching: { maxInflight: 1, maxWaitMs: 0, maxBatchTexts: 8, maxBatchTokens: 400 } }, enc);
+    try {
+      gated.hold();
+      const first = request(s.url, '/v1/embeddings', { body: { input: 'holds the encoder' } });
+      await until(() => gated.calls.length === 1, 5000, 'the first batch');
+      const short = Array.from({ length: 12 }, (_, i) => `short query ${i}`);
+      const long = Array.from({ length: 4 }, (_, i) => `${i} ${'long passage words '.repeat(20)}`);
+      const texts = [...short.slice(0, 6), ...long, ...short.slice(6)];
+      const all = texts.map((t) => request(s.url, '/v1/embeddings', { body: { input: t } }));
+      for (let i = 0; i < 400 && (await request(s.url, '/health')).json.queue.texts < texts.length; i++) await new Promise((r) => setTimeout(r, 5));
+      gated.open();
+      await first;
+      const answers = await Promise.all(all);
+      const local = await enc.encode(texts);
+      answers.forEach((a, i) => near(a.json.data[0].embedding, local[i].dense!, `text ${i}`));
+      const batches = gated.calls.slice(1);
+      assert.ok(batches.length < texts.length / 2, `${texts.length} requests in ${batches.length} batches`);
+      const tokens = new Map((await enc.tokenize(texts)).map((t, i) => [texts[i], t.ids.length]));
+      for (const b of batches) {
+        assert.ok(b.length <= 8, 'at most maxBatchTexts');
+        assert.ok(b.length * Math.max(...b.map((t) => tokens.get(t)!)) <= 400 || b.length === 1, 'within the padded-token budget');
+      }
+      // A batch takes the oldest text and those closest to it in length: the four long passages
+      // are not scattered among the short queries' batches.
+      const withLong = batches.filter((b) => b.some((t) => long.includes(t)));
+      assert.ok(withLong.length <= 2, `long passages in ${withLong.length} batches: ${JSON.stringify(batches.map((b) => b.map((t) => tokens.get(t))))}`);
+    } finally {
+      await s.server.close();
+    }
+  });
+
   test('a full queue answers 429 with Retry-After (in OpenAI shape), and serves again once drained', async () => {
     const gated = new GatedEncoder(enc);
     const s = await start({ encoder: gated, batching: { maxQueueTexts: 4, maxInflight: 1, maxWaitMs: 0 } }, enc);
