@@ -47,6 +47,8 @@ describe('bgem3 serve routes (fixture model, 127.0.0.1)', () => {
       assert.deepEqual(res.usage, { prompt_tokens: tokens, total_tokens: tokens });
       assert.equal(res.model, s.encoder.modelId);
     }
+    const models = await client.models.list();
+    assert.deepEqual(models.data.map((m) => m.id), [s.encoder.modelId]);
     const one = await client.embeddings.create({ model: 'bge-m3', input: texts[3] });
     near(one.data[0].embedding, local[3].dense!, 'single input');
   });

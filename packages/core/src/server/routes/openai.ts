@@ -1,5 +1,5 @@
 /**
- * `POST /v1/embeddings`, OpenAI-compatible (dense vectors): `input` a string or an array of
+ * `POST /v1/embeddings`, OpenAI-compatible (and `GET /v1/models`, listing the one model) (dense vectors): `input` a string or an array of
  * strings, `encoding_format` `float` or `base64` (float32 little-endian, what the `openai` package
  * requests by default and decodes), `usage` token counts, errors in OpenAI's JSON shape. `model`
  * is accepted and ignored (clients always send one); the answer names the served model.
@@ -11,6 +11,9 @@ import { bodyObject, optionalEnum, optionalInteger, textList } from '../validate
 import { float32ToBase64 } from '../wire-format.js';
 
 export function registerOpenAiRoutes(app: FastifyInstance, ctx: ServeContext): void {
+  // The one served model, for clients that list models before use.
+  app.get('/v1/models', async () => ({ object: 'list', data: [{ id: ctx.modelName, object: 'model', created: 0, owned_by: 'bgem3' }] }));
+
   app.post('/v1/embeddings', async (request, reply) => {
     const body = bodyObject(request.body);
     if (body.input === undefined) throw badRequest('input is required: a string or an array of strings', 'input');
