@@ -93,6 +93,17 @@ describe('BGEM3SparseRetriever (the Bm25Retriever patterns)', () => {
     }
   });
 
+  test('concurrent adds and queries are serialised (read-your-writes)', async () => {
+    const r = new BGEM3SparseRetriever({ encoder, topK: 5 });
+    const adds = [0, 1, 2].map((i) => r.addNodes([new TextNode({ id_: `c${i}`, text: `Волга река ${i}` })]));
+    const hits = await r.retrieve('Волга'); // started after the adds: sees all three
+    await Promise.all(adds);
+    assert.deepEqual(new Set(hits.map((n) => n.node.id_)), new Set(['c0', 'c1', 'c2']));
+    const del = r.deleteNodes('c1');
+    assert.ok(!(await r.retrieve('Волга')).some((n) => n.node.id_ === 'c1'));
+    assert.equal(await del, 1);
+  });
+
   test('over a store: only the query is encoded', async () => {
     const spy = new SpyEncoder(encoder);
     const store = await M3Index.create({ encoder: spy });
