@@ -99,6 +99,9 @@ export function registerServe(program: Command): void {
         log,
       });
       await server.listen();
+      if (!['127.0.0.1', 'localhost', '::1'].includes(flags.host) && apiKey === undefined) {
+        log(`warning: listening on ${flags.host} without --api-key-file: anyone who can reach this address can use the model${Object.keys(indexes).length ? ' and write the indexes' : ''}`);
+      }
     } catch (e) {
       await server?.close().catch(() => undefined);
       await encoder.close();
