@@ -165,6 +165,8 @@ describe('bgem3 serve in a child process', () => {
     assert.match(bad.json.error.message, /documents\[0\]\.text must be a string/);
     assert.deepEqual((await request(child.url, '/v1/indexes/docs/delete', { body: { ids: ['p0', 'p2', 'nope'] } })).json, { deleted: 2 });
     assert.deepEqual((await request(child.url, '/v1/indexes/docs/documents/p3', { method: 'DELETE' })).json, { deleted: 1 });
+    // One writer per directory: a second server on the same index is refused at start.
+    await assert.rejects(serve(['--index', `docs=${indexDir}`]), /INDEX_LOCKED|locked|writer/i);
     child.proc.kill('SIGTERM');
     assert.equal((await child.exited).code, 0);
     child = await serve(['--index', `docs=${indexDir}`]);

@@ -10,18 +10,15 @@
  *     POST   /v1/indexes/NAME/delete             {ids: [...]} → {deleted}
  *     POST   /v1/indexes/NAME/search             {query, k?, fetch_k?, weights?, where?} → hybrid hits with per-mode scores
  *
- * Durability: a write is answered only once it is on disk. An index that commits each write
- * itself (`M3Index.open`: one transaction per add batch and delete, its own writer lock) is used
- * as it is. Otherwise every add or delete is followed by a save of the index as a new generation
- * (a new directory, fsynced, then an atomic switch of its pointer file), writes arriving during a
- * save sharing the next one, and the server holds a lock file `DIR.lock` next to the directory.
- * Either way a kill at any moment leaves the index loadable with every acknowledged write.
+ * Durability: each index is opened with `M3Index.open` (created when `DIR` holds none), which
+ * commits every add batch and delete (one fsynced SQLite transaction) before the call resolves,
+ * so a write is answered only once it is on disk, and a kill at any moment leaves the index
+ * loadable with every acknowledged write. The index holds its directory's writer lock: a second
+ * server (or any other writer) on the same directory is refused at start.
  */
-import { existsSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import lockfile from 'proper-lockfile';
 import type { FastifyInstance } from 'fastify';
-import { M3Error, invalidArgument } from '../../errors.js';
+import { invalidArgument } from '../../errors.js';
 import { M3Index } from '../../retrieval/m3-index.js';
 import type { M3Document, M3Store } from '../../store/types.js';
 import type { EncodeOptions, EncodeResult, TextEncoder3 } from '../../types.js';
@@ -31,47 +28,12 @@ import { bodyObject, describe, optionalInteger, optionalWeights, rejectUnknown }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-/** One served index: the store, its directory and its group-committed saves. */
-class ServedIndex {
-  private saving: Promise<void> | undefined;
-  private next: Promise<void> | undefined;
-  constructor(
-    readonly name: string,
-    readonly dir: string,
-    readonly store: M3Index,
-    private readonly unlock: () => Promise<void>,
-    /** The store commits each write itself (nothing to save). */
-    private readonly durable: boolean,
-  ) {}
-
-  /** Resolves once a save that started after this call has completed (writes before it are durable). */
-  persist(): Promise<void> {
-    if (this.durable) return Promise.resolve();
-    if (this.next) return this.next;
-    const after = this.saving ?? Promise.resolve();
-    const next = after
-      .catch(() => undefined)
-      .then(() => {
-        this.next = undefined;
-        const s = this.store.save(this.dir);
-        this.saving = s;
-        return s.finally(() => {
-          if (this.saving === s) this.saving = undefined;
-        });
-      });
-    this.next = next;
-    return next;
-  }
-
-  async close(): Promise<void> {
-    try {
-      await this.next?.catch(() => undefined);
-      await this.saving?.catch(() => undefined);
-      await this.store.close();
-    } finally {
-      await this.unlock().catch(() => undefined);
-    }
-  }
+/** One served index. */
+interface ServedIndex {
+  readonly name: string;
+  readonly dir: string;
+  /** The routes use the store interface only. */
+  readonly store: M3Store;
 }
 
 /** The indexes of one server, opened with an encoder that goes through the server's batcher. */
@@ -89,41 +51,19 @@ export class IndexRegistry {
     return s;
   }
 
-  /** Opens `dir` (loads it, or creates and saves an empty index when it is missing or empty). */
+  /** Opens the index of `dir` as its writer (created when `dir` holds none). */
   async open(name: string, dir: string): Promise<void> {
     if (!NAME_RE.test(name)) invalidArgument(`index name ${JSON.stringify(name)} must be 1-64 letters, digits, '_', '.', '-'`);
     if (this.served.has(name)) invalidArgument(`index name ${JSON.stringify(name)} is given twice`);
     const path = resolve(dir);
-    const encoder = this.encoder();
-    // A store that commits every write itself and holds its own writer lock (M3Index.open, the
-    // durable embedded store) needs neither saves nor a lock from the server.
-    const open = (M3Index as unknown as { open?: (dir: string, o: { encoder: TextEncoder3 }) => Promise<M3Index> }).open;
-    if (typeof open === 'function') {
-      const store = await open.call(M3Index, path, { encoder });
-      this.served.set(name, new ServedIndex(name, path, store, async () => undefined, true));
-      return;
-    }
-    let release: () => Promise<void>;
-    try {
-      release = await lockfile.lock(path, { lockfilePath: `${path}.lock`, realpath: false, stale: 10_000, update: 2_000, retries: 0 });
-    } catch (e) {
-      throw new M3Error('INVALID_ARGUMENT', `index ${name}: ${path} is in use by another server (lock ${path}.lock): ${(e as Error).message}`, { file: path, cause: e });
-    }
-    let store: M3Index;
-    try {
-      if (!existsSync(path) || readdirSync(path).length === 0) await (await M3Index.create({ encoder })).save(path);
-      store = await M3Index.load(path, { encoder });
-    } catch (e) {
-      await release().catch(() => undefined);
-      throw e;
-    }
-    this.served.set(name, new ServedIndex(name, path, store, release, false));
+    const store = await M3Index.open(path, { encoder: this.encoder() });
+    this.served.set(name, { name, dir: path, store });
   }
 
   async close(): Promise<void> {
     const all = [...this.served.values()];
     this.served.clear();
-    await Promise.all(all.map((s) => s.close()));
+    await Promise.all(all.map((s) => s.store.close()));
   }
 }
 
@@ -177,7 +117,7 @@ export function registerIndexRoutes(app: FastifyInstance, ctx: ServeContext): vo
 
   app.get('/v1/indexes', async () => ({
     object: 'list',
-    data: await Promise.all(reg.names().map(async (name) => ({ name, documents: await reg.get(name).store.count(), model: reg.get(name).store.modelId }))),
+    data: await Promise.all(reg.names().map(async (name) => ({ name, documents: await reg.get(name).store.count(), model: reg.get(name).store.modelId, dir: reg.get(name).dir }))),
   }));
 
   app.post<P>('/v1/indexes/:name/documents', async (request, reply) => {
@@ -185,10 +125,8 @@ export function registerIndexRoutes(app: FastifyInstance, ctx: ServeContext): vo
     const body = bodyObject(request.body);
     rejectUnknown(body, ['documents']);
     const docs = documents(body.documents, ctx.limits.maxTexts);
-    const store: M3Store = index.store;
-    const ids = await store.add(docs, { signal: clientSignal(request, reply) });
-    await index.persist();
-    return { object: 'list', ids, documents: await store.count() };
+    const ids = await index.store.add(docs, { signal: clientSignal(request, reply) });
+    return { object: 'list', ids, documents: await index.store.count() };
   });
 
   app.get<P>('/v1/indexes/:name/documents/:id', async (request) => {
@@ -200,7 +138,6 @@ export function registerIndexRoutes(app: FastifyInstance, ctx: ServeContext): vo
   app.delete<P>('/v1/indexes/:name/documents/:id', async (request) => {
     const index = reg.get(request.params.name);
     const deleted = await index.store.delete([request.params.id!]);
-    if (deleted > 0) await index.persist();
     return { deleted };
   });
 
@@ -209,7 +146,6 @@ export function registerIndexRoutes(app: FastifyInstance, ctx: ServeContext): vo
     const body = bodyObject(request.body);
     rejectUnknown(body, ['ids']);
     const deleted = await index.store.delete(idList(body.ids));
-    if (deleted > 0) await index.persist();
     return { deleted };
   });
 
