@@ -125,7 +125,7 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
     return503OnClosing: false,
     requestTimeout: 120_000,
     // Document ids in paths (/v1/indexes/NAME/documents/ID) may be 512 characters, percent-encoded.
-    maxParamLength: 8192,
+    routerOptions: { maxParamLength: 8192 },
   });
 
   let draining = false;
