@@ -130,6 +130,20 @@ export async function pool<T>(jobs: (() => Promise<T>)[], limit = 3): Promise<T[
   return out;
 }
 
+/**
+ * A sparse retriever file in the single-file format of @bgem3/langchain / @bgem3/llamaindex 0.1
+ * (removed since): `magic` (`BGM3LCSP` / `BGM3LISP`), u32 version 1, u32 header length, the UTF-8
+ * JSON header, then `body` (what was core's SparseIndex bytes). The format as 0.1's `save` wrote it.
+ */
+export function legacySparseFile(magic: 'BGM3LCSP' | 'BGM3LISP', header: unknown, body: Uint8Array = new Uint8Array(0)): Buffer {
+  const h = Buffer.from(JSON.stringify(header), 'utf8');
+  const head = Buffer.alloc(16);
+  head.write(magic, 0, 'latin1');
+  head.writeUInt32LE(1, 8);
+  head.writeUInt32LE(h.length, 12);
+  return Buffer.concat([head, h, body]);
+}
+
 /** A zip archive with stored (uncompressed) entries, as torch.save writes them. */
 export function storedZip(entries: Record<string, Uint8Array>): Buffer {
   const crc32 = (zlib as unknown as { crc32: (d: Uint8Array) => number }).crc32;
