@@ -138,8 +138,9 @@ describe('the packed packages, installed with plain npm outside the repository',
     }
   });
 
-  test('ESM: import from every package, encode the fixture model = golden', async () => {
+  test('ESM: import from every package, encode the fixture model = golden, a durable M3Index', async () => {
     const out = output(await node(app, ['esm.mjs', FIXTURE]));
+    assert.deepEqual(out.indexHits, ['a', 'b'], 'M3Index (SQLite through better-sqlite3) stored and found both documents');
     assertGoldenDense(out.dense, 'esm');
     assert.equal(out.colbertCount, 11);
     assert.deepEqual(out.langchain, out.dense);
@@ -147,8 +148,9 @@ describe('the packed packages, installed with plain npm outside the repository',
     assert.equal(out.pgvector, 'function');
   });
 
-  test('CommonJS: require() of every package, same outputs', async () => {
+  test('CommonJS: require() of every package, same outputs, a durable M3Index', async () => {
     const out = output(await node(app, ['cjs.cjs', FIXTURE]));
+    assert.deepEqual(out.indexHits, ['a', 'b'], 'M3Index (SQLite through better-sqlite3) stored and found both documents');
     assertGoldenDense(out.dense, 'cjs');
     assert.deepEqual(out.langchain, out.dense);
     assert.deepEqual(out.llamaindex, out.dense);

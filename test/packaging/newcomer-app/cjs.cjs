@@ -1,7 +1,7 @@
 // The same app in CommonJS: require() gets each package's CJS build (dist/index.cjs).
 const { readFileSync } = require('node:fs');
 const { join } = require('node:path');
-const { M3Encoder, computeScore } = require('@bgem3/core');
+const { M3Encoder, M3Index, computeScore } = require('@bgem3/core');
 const { BGEM3Embeddings } = require('@bgem3/langchain');
 const { BGEM3Embedding } = require('@bgem3/llamaindex');
 const { PgM3Store } = require('@bgem3/pgvector');
@@ -14,6 +14,11 @@ async function main() {
   const [scores] = await computeScore(encoder, [golden.pairs[0]]);
   const langchain = await new BGEM3Embeddings({ encoder }).embedQuery(golden.texts[0]);
   const llamaindex = await new BGEM3Embedding({ encoder }).getTextEmbedding(golden.texts[0]);
+  // The embedded store is SQLite (better-sqlite3, a native addon built at install): a durable index in ./index-cjs.
+  const index = await M3Index.open(join(process.cwd(), 'index-cjs'), { encoder });
+  await index.add([{ id: 'a', text: golden.texts[0] }, { id: 'b', text: golden.texts[1] }]);
+  const hits = await index.search(golden.texts[0], { k: 2 });
+  await index.close();
   console.log(
     JSON.stringify({
       format: 'cjs',
@@ -23,6 +28,7 @@ async function main() {
       langchain,
       llamaindex,
       pgvector: typeof PgM3Store.connect,
+      indexHits: hits.map((h) => h.id).sort(),
     }),
   );
 }
