@@ -335,11 +335,14 @@ export class PgM3Store implements M3Store {
     const iterative = this.iterative && (filtered || rows > MAX_EF_SEARCH);
     return this.run(() =>
       this.client.transaction(async (tx) => {
-        if (iterative) {
-          await tx.query(`SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)`, [String(ef)]);
-        } else {
-          await tx.query(`SELECT set_config('hnsw.ef_search', $1, true)`, [String(ef)]);
-        }
+        // enable_seqscan off: with ef_search raised to fetchK the planner's HNSW cost estimate
+        // grows until a sequential scan and sort of the whole table looks cheaper (measured on
+        // PGlite at 20k documents: hybrid search 933 ms, the dense stage an exact scan). Without
+        // an index the scan still runs.
+        await tx.query(
+          `SELECT set_config('hnsw.ef_search', $1, true), set_config('enable_seqscan', 'off', true)${iterative ? `, set_config('hnsw.iterative_scan', 'relaxed_order', true)` : ''}`,
+          [String(ef)],
+        );
         return tx.query<R>(sql, params);
       }),
     );
