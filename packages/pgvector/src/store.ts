@@ -234,7 +234,7 @@ export class PgM3Store implements M3Store {
     const colbertPrecision = options.colbertPrecision === undefined ? undefined : checkColbertStorage(options.colbertPrecision);
     if (options.denseType !== undefined && options.denseType !== 'halfvec' && options.denseType !== 'vector') invalidArgument(`denseType must be 'halfvec' or 'vector', got ${String(options.denseType)}`);
     if (options.sparseIndex !== undefined && options.sparseIndex !== 'postings' && options.sparseIndex !== 'hnsw') invalidArgument(`sparseIndex must be 'postings' or 'hnsw', got ${String(options.sparseIndex)}`);
-    if (options.sparseIndexNnz !== undefined && options.sparseIndex !== 'hnsw') invalidArgument("sparseIndexNnz applies to sparseIndex 'hnsw' only (the postings keep every weight)");
+    if (options.sparseIndexNnz !== undefined && options.sparseIndex === 'postings') invalidArgument("sparseIndexNnz applies to sparseIndex 'hnsw' only (the postings keep every weight)");
     checkPositiveInt(options.sparseIndexNnz, 'sparseIndexNnz', 0, HNSW_SPARSE_MAX_NNZ);
     for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth'] as const) checkPositiveInt(options[key], key, 0);
     checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
@@ -272,7 +272,8 @@ export class PgM3Store implements M3Store {
           const denseType = wanted.denseType ?? ((await isPglite(db)) ? 'vector' : 'halfvec');
           const maxDim = denseType === 'halfvec' ? 4000 : 2000;
           if (dim > maxDim) invalidArgument(`pgvector's HNSW indexes ${denseType} of at most ${maxDim} dimensions, got ${dim}${denseType === 'vector' ? " (use denseType 'halfvec')" : ''}`);
-          const sparseIndex = wanted.sparseIndex ?? 'postings';
+          // sparseIndexNnz alone asks for the HNSW projection it configures.
+          const sparseIndex = wanted.sparseIndex ?? (wanted.sparseIndexNnz !== undefined ? 'hnsw' : 'postings');
           return {
             schemaVersion: SCHEMA_VERSION,
             modelId,
