@@ -41,8 +41,8 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 // Sizes: the full model runs ~150 tokens/s on 2 cores, the fixture ~40k (a few seconds in all).
 const sizes = full
-  ? { passages: 48, saturationConnections: 64, saturationRounds: 1, shortAmount: 20, passageAmount: 4, mixAmount: 64, wideAmount: 400, timeoutS: 1800 }
-  : { passages: 32, saturationConnections: 64, saturationRounds: 4, shortAmount: 100, passageAmount: 50, mixAmount: 200, wideAmount: 600, timeoutS: 120 };
+  ? { passages: 48, saturationConnections: 64, saturationRounds: 1, rounds: 2, shortAmount: 20, passageAmount: 4, mixAmount: 64, wideAmount: 400, timeoutS: 1800 }
+  : { passages: 32, saturationConnections: 64, saturationRounds: 4, rounds: 4, shortAmount: 100, passageAmount: 50, mixAmount: 200, wideAmount: 600, timeoutS: 120 };
 
 interface Served {
   proc: ChildProcess;
@@ -123,7 +123,30 @@ async function load(url: string, l: Load): Promise<LoadResult> {
   };
 }
 
-const body = (text: string) => JSON.stringify({ model: 'bge-m3', input: text, encoding_format: 'float' });
+/**
+ * Throughput runs: `count` requests from `connections` concurrent callers (fetch, keep-alive),
+ * timed by the wall clock around them. (autocannon's `duration` for a fixed `amount` is rounded
+ * up to its once-a-second sampling tick, which on short runs is most of the figure.)
+ */
+async function pump(url: string, connections: number, count: number, bodies: string[]): Promise<{ seconds: number; failed: number }> {
+  let next = 0;
+  let failed = 0;
+  const t0 = performance.now();
+  const lane = async () => {
+    while (next < count) {
+      const b = bodies[next++ % bodies.length];
+      const res = await fetch(`${url}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b });
+      await res.arrayBuffer();
+      if (res.status !== 200) failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: connections }, lane));
+  return { seconds: (performance.now() - t0) / 1000, failed };
+}
+
+const bodyOf = (input: string | string[]) => JSON.stringify({ model: 'bge-m3', input, encoding_format: 'float' });
+const body = (text: string) => bodyOf(text);
+const groupsOf = <T>(a: T[], n: number): T[][] => Array.from({ length: Math.ceil(a.length / n) }, (_, i) => a.slice(i * n, (i + 1) * n));
 
 async function main(): Promise<void> {
   const machine = describeMachine();
@@ -133,7 +156,7 @@ async function main(): Promise<void> {
   const golden = JSON.parse(readFileSync(join(ROOT, 'test/fixtures/tiny-m3-A/golden.json'), 'utf8')) as { texts: string[] };
   const queries = golden.texts.filter((t) => t.length > 0 && t.length < 120);
 
-  // In-process encode and the server take turns (two rounds, best of each): this shared machine's
+  // In-process encode and the server take turns (see the rounds below): this shared machine's
   // speed drifts over minutes, and figures taken minutes apart would compare the drift.
   // The saturation texts: the passages, `saturationRounds` times (in-process: one encode call).
   const saturationTexts = Array.from({ length: passages.length * sizes.saturationRounds }, (_, i) => passages[i % passages.length]);
@@ -141,7 +164,8 @@ async function main(): Promise<void> {
   await enc.encode(passages.slice(0, BATCH));
   const queryTokens = (await enc.tokenize(queries)).reduce((s, t) => s + t.ids.length, 0) / queries.length;
   let inProcess = { tokens: 0, seconds: Infinity, eventLoopLagP99Ms: 0 };
-  const inProcessPass = async () => {
+  /** One in-process pass over the saturation texts; returns its tokens/s. */
+  const inProcessPass = async (): Promise<number> => {
     const lag = monitorEventLoopDelay({ resolution: 10 });
     lag.enable();
     const t0 = performance.now();
@@ -149,31 +173,48 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     lag.disable();
     const lagP99 = lag.percentile(99) / 1e6;
-    if (seconds < inProcess.seconds) inProcess = { tokens: res.reduce((s, x) => s + x.tokens, 0), seconds, eventLoopLagP99Ms: Math.max(inProcess.eventLoopLagP99Ms, lagP99) };
+    const tokens = res.reduce((s, x) => s + x.tokens, 0);
+    if (seconds < inProcess.seconds) inProcess = { tokens, seconds, eventLoopLagP99Ms: Math.max(inProcess.eventLoopLagP99Ms, lagP99) };
     else inProcess.eventLoopLagP99Ms = Math.max(inProcess.eventLoopLagP99Ms, lagP99);
+    return tokens / seconds;
   };
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
   log('server …');
   const server = await startServer();
   try {
     await load(server.url, { connections: 4, amount: 32, bodies: passages.slice(0, 8).map(body) }); // warm-up
     // Saturation: the same passages, one per request, many connections.
-    let sat: (LoadResult & { tokens: number; eventLoopLagP99Ms: number }) | undefined;
+    type Run = { requests: number; seconds: number; failed: number; tokens: number };
+    let sat: (Run & { eventLoopLagP99Ms: number }) | undefined;
     let worstLag = 0;
-    for (let round = 0; round < 2; round++) {
+    let batched: Run | undefined;
+    // Per round: in-process, the server one text per request, the server 16 per request, back to
+    // back; the ratios are the medians of the per-round ratios (this machine's speed drifts).
+    const ratios: number[] = [];
+    const batchedRatios: number[] = [];
+    for (let round = 0; round < sizes.rounds; round++) {
       log(`  round ${round + 1}: in-process encode, then the server`);
-      await inProcessPass();
+      const local = await inProcessPass();
       const before = await scrape(server.url);
-      const r = await load(server.url, { connections: sizes.saturationConnections, amount: saturationTexts.length, bodies: passages.map(body) });
+      const r = await pump(server.url, sizes.saturationConnections, saturationTexts.length, passages.map(body));
       const afterSat = await scrape(server.url);
       worstLag = Math.max(worstLag, afterSat.lagP99Ms);
-      const run = { ...r, tokens: afterSat.tokens - before.tokens, eventLoopLagP99Ms: afterSat.lagP99Ms };
+      const run = { requests: saturationTexts.length, ...r, tokens: afterSat.tokens - before.tokens, eventLoopLagP99Ms: afterSat.lagP99Ms };
+      ratios.push(run.tokens / run.seconds / local);
       if (!sat || run.tokens / run.seconds > sat.tokens / sat.seconds) sat = run;
+      // The same texts 16 per request (as an ingestion client sends them): per-request costs amortised.
+      const b0 = await scrape(server.url);
+      const rb = await pump(server.url, 8, saturationTexts.length / BATCH, groupsOf(passages, BATCH).map(bodyOf));
+      const b1 = await scrape(server.url);
+      const runB = { requests: saturationTexts.length / BATCH, ...rb, tokens: b1.tokens - b0.tokens };
+      batchedRatios.push(runB.tokens / runB.seconds / local);
+      if (!batched || runB.tokens / runB.seconds > batched.tokens / batched.seconds) batched = runB;
     }
     await enc.close();
     const inProcessTps = inProcess.tokens / inProcess.seconds;
     const serverTps = sat!.tokens / sat!.seconds;
-    log(`  saturation: ${serverTps.toFixed(0)} tok/s vs in-process ${inProcessTps.toFixed(0)} (${((serverTps / inProcessTps) * 100).toFixed(0)}%)`);
+    log(`  saturation: ${serverTps.toFixed(0)} tok/s vs in-process ${inProcessTps.toFixed(0)} (best passes); per-round ratios ${ratios.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')}`);
 
     const short1 = await load(server.url, { connections: 1, amount: sizes.shortAmount, bodies: queries.map(body) });
     const passage1 = await load(server.url, { connections: 1, amount: sizes.passageAmount, bodies: passages.map(body) });
@@ -193,7 +234,8 @@ async function main(): Promise<void> {
       settings: { workers: 1, threads, batch: BATCH, cache: false },
       loadAverageAtStart: loadAtStart,
       inProcess: { tokensPerSecond: inProcessTps, ...inProcess },
-      saturation: { ...sat!, connections: sizes.saturationConnections, tokensPerSecond: serverTps, ratio: serverTps / inProcessTps, eventLoopLagP99Ms: worstLag },
+      saturation: { ...sat!, connections: sizes.saturationConnections, tokensPerSecond: serverTps, ratio: median(ratios), ratios, eventLoopLagP99Ms: worstLag },
+      saturationBatched: { ...batched!, textsPerRequest: BATCH, connections: 8, tokensPerSecond: batched!.tokens / batched!.seconds, ratio: median(batchedRatios), ratios: batchedRatios },
       shortQueries: { ...short1, meanTokens: queryTokens },
       passages512: passage1,
       mix,
@@ -222,7 +264,12 @@ export function serverMarkdown(r: any): string[] {
     '',
     '| figure | target | measured | |',
     '|---|---|---|---|',
-    `| throughput at saturation (${r.saturation.requests} × 512-token passages, ${r.saturation.connections} connections) vs in-process \`encode\` of the same texts | ≥ 90% | ${(r.saturation.ratio * 100).toFixed(0)}% (${r.saturation.tokensPerSecond.toFixed(0)} vs ${r.inProcess.tokensPerSecond.toFixed(0)} tok/s) | ${met(r.saturation.ratio >= 0.9)} |`,
+    `| throughput at saturation (${r.saturation.requests} × 512-token passages, ${r.saturation.connections} connections) vs in-process \`encode\` of the same texts | ≥ 90% | ${(r.saturation.ratio * 100).toFixed(0)}% (median of ${r.saturation.ratios.length} back-to-back rounds: ${r.saturation.ratios.map((x: number) => `${(x * 100).toFixed(0)}%`).join(', ')}; best passes ${r.saturation.tokensPerSecond.toFixed(0)} vs ${r.inProcess.tokensPerSecond.toFixed(0)} tok/s) | ${met(r.saturation.ratio >= 0.9)} |`,
+    ...(r.saturationBatched
+      ? [
+          `| … the same texts ${r.saturationBatched.textsPerRequest} per request (${r.saturationBatched.requests} requests, ${r.saturationBatched.connections} connections) | ≥ 90% | ${(r.saturationBatched.ratio * 100).toFixed(0)}% (rounds: ${r.saturationBatched.ratios.map((x: number) => `${(x * 100).toFixed(0)}%`).join(', ')}; best ${r.saturationBatched.tokensPerSecond.toFixed(0)} tok/s) | ${met(r.saturationBatched.ratio >= 0.9)} |`,
+        ]
+      : []),
     `| 200 concurrent connections (${w.requests} short queries) | 0 errors, RSS bounded | ${w.errors + w.timeouts + w.non2xx} errors; server peak RSS ${w.peakRssMB.toFixed(0)} MB | ${met(w.errors + w.timeouts + w.non2xx === 0)} |`,
     `| event-loop lag p99 of the server while saturated (worst round) | ≤ 20 ms | ${ms(r.saturation.eventLoopLagP99Ms)} (200 connections: ${ms(w.eventLoopLagP99Ms)}; in-process encode on the same machine: ${ms(r.inProcess.eventLoopLagP99Ms)}) | ${met(r.saturation.eventLoopLagP99Ms <= 20)} |`,
     `| latency p50 / p99, single short queries (~${r.shortQueries.meanTokens.toFixed(0)} tokens, 1 connection) | reported | ${lat(r.shortQueries)} | — |`,
