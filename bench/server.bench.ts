@@ -260,7 +260,7 @@ export function serverMarkdown(r: any): string[] {
   return [
     `## Serving (\`bgem3 serve\`, ${r.model})`,
     '',
-    `From \`node --import tsx bench/server.bench.ts${r.model.startsWith('tiny') ? ' --quick' : ''}\` on ${String(r.date).slice(0, 16).replace('T', ' ')} UTC (load average at start ${r.loadAverageAtStart.map((x: number) => x.toFixed(1)).join(' ')} on ${r.machine.cores} cores): the server in a child process, autocannon on loopback, one text per request to POST /v1/embeddings; ${r.settings.workers} worker thread, ${r.settings.threads} intra-op threads, batches of ${r.settings.batch}, cache off (in-process encode with the same settings).`,
+    `From \`node --import tsx bench/server.bench.ts${r.model.startsWith('tiny') ? ' --quick' : ''}\` on ${String(r.date).slice(0, 16).replace('T', ' ')} UTC (load average at start ${r.loadAverageAtStart.map((x: number) => x.toFixed(1)).join(' ')} on ${r.machine.cores} cores): the server in a child process, loaded on loopback through POST /v1/embeddings (throughput: concurrent fetch callers timed by the wall clock, taking turns with in-process encode of the same texts; latency and 200 connections: autocannon); ${r.settings.workers} worker thread, ${r.settings.threads} intra-op threads, batches of ${r.settings.batch}, cache off (in-process encode with the same settings).`,
     '',
     '| figure | target | measured | |',
     '|---|---|---|---|',
