@@ -3,26 +3,33 @@
  *
  * - the HF_TOKEN never appears in what the CLI prints (stdout, stderr, BGEM3_DEBUG stack traces),
  *   not even when a server echoes it back, and is never written into the model cache;
- * - crafted index files (dense and ColBERT counts, the adapters' header lengths, an M3Index
- *   manifest) fail with INDEX_INVALID before anything of the claimed size is allocated.
+ * - crafted index files (dense and ColBERT counts, an M3Index database whose meta lies with its
+ *   checksum recomputed, a manifest of the pre-database layout that the loader migrates) fail
+ *   with INDEX_INVALID before anything of the claimed size is allocated;
+ * - a crafted file at the path of the adapters' removed 0.1 sparse retriever format is refused
+ *   with INDEX_INVALID saying how to rebuild, without being parsed beyond its magic.
+ * (Damaged, edited and swapped rows of an index database, a count beyond its rows and random
+ * mutations of the whole file are core's tests: retrieval-m3index, store-embedded, store-fuzz.)
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ColbertStore, DenseIndex, M3Index, M3Error, type TextEncoder3, type EncodeResult } from '@bgem3/core';
+import { ColbertStore, DenseIndex, M3Index, M3Error, SparseIndex, type TextEncoder3, type EncodeResult } from '@bgem3/core';
 import { BGEM3SparseRetriever as LangChainSparse } from '@bgem3/langchain';
 import { BGEM3SparseRetriever as LlamaSparse } from '@bgem3/llamaindex';
-import { Document } from '@langchain/core/documents';
 import { FakeHub, fixtureRepos } from '../../packages/core/test/helpers/fake-hub.ts';
 import { concatChunks, encodeContainer, sectionOf } from '../../packages/core/src/retrieval/binary-format.ts';
-import { assertOneLineError, m3, runCli, tempDir } from './helpers.ts';
-import { TextNode } from './llamaindex.ts';
+import { metaCrc, openDatabase, readMeta } from '../../packages/core/src/store/embedded/database.ts';
+import { M3Index as LegacyM3Index } from '../../bench/lib/legacy-m3-index.ts';
+import { assertOneLineError, legacySparseFile, m3, runCli, tempDir } from './helpers.ts';
 
 const TOKEN = 'hf_RELIABILITYsecretTOKEN0123456789';
 const WRONG = 'hf_WRONGreliabilitySECRET9876543210';
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -146,60 +153,131 @@ describe('crafted index files fail before allocating what they claim', () => {
     assert.ok(process.memoryUsage().arrayBuffers - ab0 < 64 * MB, 'no large allocation');
   });
 
-  test("the adapters' sparse retriever files: a 4 GiB header length or a lying header is INDEX_INVALID", async () => {
+  test("a crafted file at the path of the adapters' removed 0.1 sparse format (4 GiB header length, lying header, garbage) is INDEX_INVALID saying how to rebuild, never parsed beyond its magic", async () => {
     const dir = tempDir('bgem3-rel-crafted-');
-    const encoder: TextEncoder3 = {
-      modelId: 'fake/crafted',
-      dim: 4,
-      vocabSize: 100,
-      encode: async (texts) => texts.map((): EncodeResult => ({ tokens: 3, truncated: false, sparse: { indices: new Uint32Array([5, 9]), values: new Float32Array([0.5, 0.25]) } })),
-    };
-    const lc = join(dir, 'lc.bin');
-    await (await LangChainSparse.fromDocuments([new Document({ id: 'a', pageContent: 'x' })], { encoder })).save(lc);
-    const ll = join(dir, 'll.bin');
-    await (await LlamaSparse.fromNodes([new TextNode({ id_: 'a', text: 'x' })], { encoder })).save(ll);
+    const sparse = new SparseIndex({ vocabSize: 100, modelId: 'fake/crafted' });
+    sparse.upsert('a', { indices: new Uint32Array([5, 9]), values: new Float32Array([0.5, 0.25]) });
+    const body = sparse.toBytes();
     const ab0 = process.memoryUsage().arrayBuffers;
-    for (const [path, loadIt] of [
-      [lc, (p: string) => LangChainSparse.load(p, { encoder })],
-      [ll, (p: string) => LlamaSparse.load(p, { encoder })],
+    for (const [magic, lib, load] of [
+      ['BGM3LCSP', 'langchain', (p: string) => LangChainSparse.load(p)],
+      ['BGM3LISP', 'llamaindex', (p: string) => LlamaSparse.load(p)],
     ] as const) {
-      const original = readFileSync(path);
-      const crafted = Buffer.from(original);
-      crafted.writeUInt32LE(0xffffffff, 12); // header length
-      writeFileSync(path, crafted);
-      await assert.rejects(loadIt(path), m3('INDEX_INVALID'), `${path}: 4 GiB header length`);
-      // A header that lists a document the index does not hold.
-      const len = original.readUInt32LE(12);
-      const header = JSON.parse(original.subarray(16, 16 + len).toString('utf8'));
-      const list = header.documents ?? header.nodes;
-      list.push({ ...list[0], id: 'ghost', id_: 'ghost' });
-      const h = Buffer.from(JSON.stringify(header));
-      const lying = Buffer.concat([original.subarray(0, 16), h, original.subarray(16 + len)]);
-      lying.writeUInt32LE(h.length, 12);
-      writeFileSync(path, lying);
-      await assert.rejects(loadIt(path), m3('INDEX_INVALID', /disagree/), `${path}: header and index disagree`);
+      const header = { modelId: 'fake/crafted', documents: [{ id: 'a', pageContent: 'x', metadata: {} }], nodes: [{ id_: 'a', text: 'x' }] };
+      const original = legacySparseFile(magic, header, body);
+      const hugeHeader = Buffer.from(original);
+      hugeHeader.writeUInt32LE(0xffffffff, 12);
+      const hugeSection = Buffer.from(original);
+      hugeSection.writeBigUInt64LE(1n << 40n, original.length - body.length + 24); // the sparse part's first section length
+      const crafted: Record<string, Buffer> = {
+        'a 4 GiB header length': hugeHeader,
+        'a header listing a document the index does not hold (0.1 said "disagree")': legacySparseFile(magic, { ...header, documents: [...header.documents, { id: 'ghost', pageContent: 'g', metadata: {} }], nodes: [...header.nodes, { id_: 'ghost', text: 'g' }] }, body),
+        'a header that is not JSON': Buffer.concat([original.subarray(0, 16), Buffer.from('{"documents": [')]),
+        'a sparse part claiming a 2^40-byte section': hugeSection,
+        'the magic alone': original.subarray(0, 8),
+      };
+      for (const [what, bytes] of Object.entries(crafted)) {
+        const path = join(dir, `${lib}.sparse`);
+        writeFileSync(path, bytes);
+        await assert.rejects(load(path), (e: unknown) => {
+          // One answer whatever follows the magic: nothing after it is read as a header or an index.
+          m3('INDEX_INVALID', new RegExp(`^${escapeRegExp(path)} is a BGEM3SparseRetriever file of @bgem3/${lib} 0\\.1, which this version no longer reads: persistence is now the store's`))(e);
+          assert.equal((e as { file?: string }).file, path);
+          assert.match((e as Error).message, /new BGEM3SparseRetriever\(\{ store \}\)/);
+          return true;
+        }, `${lib}: ${what}`);
+      }
+      // Not the 0.1 magic (another file at the old path, empty, a directory, missing): INDEX_INVALID too.
+      for (const [what, make, pattern] of [
+        ['another format', (p: string) => writeFileSync(p, Buffer.from('PK\x03\x04 not a retriever file')), /is not a saved retriever: persistence is now the store's/],
+        ['an empty file', (p: string) => writeFileSync(p, ''), /is not a saved retriever/],
+        ['a directory', (p: string) => mkdirSync(p), /cannot read it \(EISDIR\)/],
+        ['a missing file', () => undefined, /cannot read it \(ENOENT\)/],
+      ] as const) {
+        const path = join(dir, `${lib}-${what.replace(/ /g, '-')}`);
+        make(path);
+        await assert.rejects(load(path), m3('INDEX_INVALID', pattern), `${lib}: ${what}`);
+      }
     }
     assert.ok(process.memoryUsage().arrayBuffers - ab0 < 64 * MB, 'no large allocation');
   });
 
-  test('an M3Index manifest claiming huge counts, sizes or dimensions is INDEX_INVALID', async () => {
-    const encoder: TextEncoder3 = {
-      modelId: 'fake/m3',
-      dim: 4,
-      vocabSize: 100,
-      encode: async (texts) =>
-        texts.map((): EncodeResult => ({
-          tokens: 3,
-          truncated: false,
-          dense: new Float32Array([1, 0, 0, 0]),
-          sparse: { indices: new Uint32Array([5]), values: new Float32Array([0.5]) },
-          colbert: { data: new Float32Array([0, 1, 0, 0]), count: 1, dim: 4 },
-        })),
+  const fakeEncoder: TextEncoder3 = {
+    modelId: 'fake/m3',
+    dim: 4,
+    vocabSize: 100,
+    encode: async (texts) =>
+      texts.map((): EncodeResult => ({
+        tokens: 3,
+        truncated: false,
+        dense: new Float32Array([1, 0, 0, 0]),
+        sparse: { indices: new Uint32Array([5]), values: new Float32Array([0.5]) },
+        colbert: { data: new Float32Array([0, 1, 0, 0]), count: 1, dim: 4 },
+      })),
+  };
+
+  test('an M3Index database whose meta lies (dimension, vocabulary, precision, settings, counts, version) with its checksum recomputed is INDEX_INVALID before allocating what it claims', async () => {
+    const root = tempDir('bgem3-rel-meta-');
+    const src = join(root, 'src');
+    const index = await M3Index.open(src, { encoder: fakeEncoder });
+    await index.add([{ id: 'a', text: 'x' }, { id: 'b', text: 'y' }]);
+    await index.close();
+    // A crafted copy: meta fields set and metaCrc recomputed to match, as an attacker would.
+    const craft = (name: string, fields: Record<string, string | number>): string => {
+      const dir = join(root, name);
+      cpSync(src, dir, { recursive: true });
+      const db = openDatabase(dir, false);
+      try {
+        const meta = readMeta(db, dir);
+        const put = db.prepare('UPDATE meta SET value = ? WHERE key = ?');
+        for (const [k, v] of Object.entries(fields)) put.run(String(v), k);
+        const numeric = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, typeof v === 'number' ? v : Number.isNaN(Number(v)) ? v : Number(v)]));
+        put.run(String(metaCrc({ ...meta, ...numeric } as typeof meta)), 'metaCrc');
+      } finally {
+        db.close();
+      }
+      return dir;
     };
+    const ab0 = process.memoryUsage().arrayBuffers;
+    const lies: [Record<string, string | number>, RegExp][] = [
+      [{ dim: 2 ** 30 }, /invalid meta field dim/],
+      [{ dim: 65536 }, /row 1: dense vector of 16 bytes, expected 262144/], // in range: the rows give it away
+      [{ dim: 8 }, /row 1: dense vector of 16 bytes, expected 32/],
+      [{ vocabSize: 2 ** 40 }, /invalid meta field vocabSize/],
+      [{ vocabSize: 3 }, /row 1: sparse token ids must ascend strictly below 3/],
+      [{ colbertPrecision: 'fp64' }, /invalid meta field colbertPrecision/],
+      [{ colbertPrecision: 'none' }, /2 ColBERT rows for 2 documents/],
+      [{ batchSize: 2 ** 40 }, /invalid meta field batchSize/],
+      [{ maxLength: 0 }, /invalid meta field maxLength/],
+      [{ count: -1 }, /invalid meta field count/],
+      [{ count: '1e20' }, /invalid meta field count/],
+      [{ modelId: 'm'.repeat(5000) }, /invalid meta field modelId/],
+      [{ version: 3 }, /unsupported M3Index format version "3"/],
+    ];
+    for (const [fields, pattern] of lies) {
+      const dir = craft(`lie-${Object.keys(fields).join('-')}-${String(Object.values(fields)[0]).slice(0, 12)}`, fields);
+      await assert.rejects(M3Index.load(dir), (e: unknown) => {
+        m3('INDEX_INVALID', pattern)(e);
+        assert.equal((e as { file?: string }).file, join(dir, 'index.sqlite'));
+        return true;
+      }, JSON.stringify(fields).slice(0, 80));
+    }
+    // A lie only the ColBERT rows contradict (they are read for reranking only) is caught when they are read.
+    const fp32 = await M3Index.load(craft('lie-precision-fp32', { colbertPrecision: 'fp32' }), { readOnly: true });
+    const [q] = await fakeEncoder.encode(['x']);
+    await assert.rejects(fp32.search(q, { k: 2 }), m3('INDEX_INVALID', /ColBERT bytes: 8 is not a multiple of 16/));
+    await fp32.close();
+    assert.ok(process.memoryUsage().arrayBuffers - ab0 < 64 * MB, 'no large allocation');
+    const intact = await M3Index.load(src, { readOnly: true });
+    assert.equal(intact.size, 2);
+    await intact.close();
+  });
+
+  test('a manifest of the pre-database layout claiming huge counts, sizes or dimensions is INDEX_INVALID at migration; nothing is written', async () => {
     const dir = join(tempDir('bgem3-rel-manifest-'), 'ix');
-    const index = await M3Index.create({ encoder });
-    await index.add([{ id: 'a', text: 'x' }]);
-    await index.save(dir);
+    const legacy = await LegacyM3Index.create({ encoder: fakeEncoder });
+    await legacy.add([{ id: 'a', text: 'x' }]);
+    await legacy.save(dir);
     const gen = JSON.parse(readFileSync(join(dir, 'CURRENT'), 'utf8')).generation as string;
     const manifestPath = join(dir, gen, 'manifest.json');
     const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
@@ -207,9 +285,14 @@ describe('crafted index files fail before allocating what they claim', () => {
     for (const lie of [{ count: 2 ** 52 }, { docsBytes: 2 ** 52 }, { dim: 2 ** 30 }, { vocabSize: 2 ** 40 }, { count: -1 }, { dim: 0 }, { files: { ...manifest.files, dense: '../../x' } }]) {
       writeFileSync(manifestPath, JSON.stringify({ ...manifest, ...lie }));
       await assert.rejects(M3Index.load(dir), m3('INDEX_INVALID'), JSON.stringify(lie));
+      assert.ok(!existsSync(join(dir, 'index.sqlite')), `${JSON.stringify(lie)}: no database was written`);
+      assert.ok(existsSync(join(dir, 'CURRENT')), `${JSON.stringify(lie)}: the old files are left as they were`);
     }
-    writeFileSync(manifestPath, JSON.stringify(manifest));
-    assert.equal((await M3Index.load(dir)).size, 1);
     assert.ok(process.memoryUsage().arrayBuffers - ab0 < 64 * MB, 'no large allocation');
+    writeFileSync(manifestPath, JSON.stringify(manifest));
+    const migrated = await M3Index.load(dir);
+    assert.equal(migrated.size, 1, 'the honest manifest migrates');
+    await migrated.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
