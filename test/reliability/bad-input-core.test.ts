@@ -4,7 +4,7 @@
  * already cover is referenced from docs/RELIABILITY.md, not repeated here.)
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { computeScore, M3Encoder, M3Index, type M3Weights } from '@bgem3/core';
@@ -20,7 +20,6 @@ const NOT_TEXT: [string, unknown][] = [
   ['a String object', new String('x')],
   ['a symbol', Symbol('x')],
 ];
-// (null, like undefined, means the default.)
 const BAD_K: unknown[] = [0, -1, 2.5, Number.NaN, Number.POSITIVE_INFINITY, '3'];
 const BAD_WEIGHTS: unknown[] = [
   [Number.NaN, 1, 1],
@@ -115,25 +114,42 @@ describe('M3Index on the fixture encoder', () => {
       [{}, /docs\[1\]\.text must be a string/],
       [{ text: null }, /docs\[1\]\.text must be a string/],
       [{ text: 42 }, /docs\[1\]\.text must be a string/],
-      [{ id: 7, text: 'x' }, /docs\[1\]\.id must be a non-empty string/],
-      [{ id: '', text: 'x' }, /docs\[1\]\.id must be a non-empty string/],
+      [{ id: 7, text: 'x' }, /docs\[1\]\.id must be a string, got 7/],
+      [{ id: '', text: 'x' }, /docs\[1\]\.id must not be empty/],
       [{ text: 'x', metadata: [1] }, /docs\[1\]\.metadata must be a plain object/],
       [{ text: 'x', metadata: 'm' }, /docs\[1\]\.metadata must be a plain object/],
+      // What no store can hold (PostgreSQL cannot store U+0000; M3Index keeps the same rule).
+      [{ text: ODD.nul }, /docs\[1\]\.text contains U\+0000, which stores cannot hold \(strip it first\)/],
+      [{ text: ODD.loneHigh }, /docs\[1\]\.text contains a lone UTF-16 surrogate .*toWellFormed\(\)/],
+      [{ text: ODD.loneLow }, /docs\[1\]\.text contains a lone UTF-16 surrogate/],
+      [{ id: 'a\u0000b', text: 'x' }, /docs\[1\]\.id contains U\+0000/],
+      [{ id: 'x\uDC00', text: 'x' }, /docs\[1\]\.id contains a lone UTF-16 surrogate/],
+      [{ text: 'x', metadata: { note: 'a\u0000b' } }, /docs\[1\]\.metadata\.note contains U\+0000/],
+      [{ text: 'x', metadata: { ['k\u0000']: 1 } }, /docs\[1\]\.metadata key "k\\u0000" contains U\+0000/],
     ];
     for (const [bad, pattern] of cases) {
       await assert.rejects(fresh.add([{ id: 'ok', text: 'fine' }, bad as never]), m3('INVALID_ARGUMENT', pattern), JSON.stringify(bad));
       assert.equal(fresh.size, 0, `${JSON.stringify(bad)}: the valid document before it was not stored either`);
     }
     assert.deepEqual(await fresh.add([]), []);
-    await assert.rejects(fresh.add(null as never), TypeError);
+    for (const notDocs of [null, 'text', {}]) {
+      await assert.rejects(fresh.add(notDocs as never), m3('INVALID_ARGUMENT', /M3Index\.add: docs must be an array or an iterable of documents/), JSON.stringify(notDocs));
+    }
+    assert.equal(fresh.size, 0);
   });
 
-  test('odd texts are indexed and each finds itself first by dense search', async () => {
+  test('odd texts a store can hold are indexed and each finds itself first by dense search; U+0000 and lone-surrogate texts are refused, cleaned they are found by the odd query', async () => {
     const odd = await M3Index.create({ encoder: enc });
-    const docs = Object.entries(ODD).map(([id, text]) => ({ id, text }));
-    await odd.add([...docs, ...corpus]);
-    assert.equal(odd.size, docs.length + corpus.length);
-    for (const d of docs) {
+    const all = Object.entries(ODD).map(([id, text]) => ({ id, text }));
+    const storable = all.filter((d) => d.text.isWellFormed() && !d.text.includes('\u0000'));
+    assert.deepEqual(all.filter((d) => !storable.includes(d)).map((d) => d.id), ['nul', 'loneHigh', 'loneLow']);
+    await assert.rejects(odd.add([...all, ...corpus]), m3('INVALID_ARGUMENT', /docs\[2\]\.text contains U\+0000/));
+    assert.equal(odd.size, 0, 'nothing of the refused call is stored');
+    // The remedies the messages give: strip U+0000; text.toWellFormed() (what the encoder reads anyway).
+    const cleaned = all.map((d) => ({ id: d.id, text: d.text.replaceAll('\u0000', '').toWellFormed() }));
+    await odd.add([...cleaned, ...corpus]);
+    assert.equal(odd.size, all.length + corpus.length);
+    for (const d of all.filter((x) => x.id !== 'nul')) {
       const hits = await odd.searchDense(d.text, { k: 3 });
       assert.ok(Math.abs(hits[0].score - 1) < 1e-5, `${d.id}: best score ${hits[0].score}`);
       // '' and whitespace both tokenise to <s></s> and so have identical encodings.
@@ -143,6 +159,10 @@ describe('M3Index on the fixture encoder', () => {
       assert.equal(fused.length, odd.size, 'k = corpus size returns every document');
       assert.ok(fused.every((h) => Number.isFinite(h.score) && Number.isFinite(h.scores.colbert)));
     }
+    // U+0000 in a query is encoded like any other character: every document gets a finite score.
+    const nulHits = await odd.search(ODD.nul, { k: odd.size });
+    assert.equal(nulHits.length, odd.size);
+    assert.ok(nulHits.every((h) => Number.isFinite(h.score) && Number.isFinite(h.scores.dense) && Number.isFinite(h.scores.colbert)));
   });
 
   test('queries that are not text or an encoding are INVALID_ARGUMENT; blank queries are ranked', async () => {
@@ -152,7 +172,7 @@ describe('M3Index on the fixture encoder', () => {
       await assert.rejects(index.searchSparse(q as never), m3('INVALID_ARGUMENT'), String(q));
     }
     for (const q of [{}, [], { tokens: 1, truncated: false, dense: new Float32Array(48) }]) {
-      await assert.rejects(index.search(q as never), m3('INVALID_ARGUMENT', /the query needs a dense vector of 32 values/), JSON.stringify(q));
+      await assert.rejects(index.search(q as never), m3('INVALID_ARGUMENT', /the query needs a dense Float32Array of 32 values/), JSON.stringify(q));
     }
     for (const q of [ODD.empty, ODD.whitespace]) {
       const hits = await index.search(q, { k: 10 });
@@ -164,12 +184,16 @@ describe('M3Index on the fixture encoder', () => {
 
   test('k and fetchK that are not positive integers are INVALID_ARGUMENT; k beyond the corpus returns it all', async () => {
     for (const k of BAD_K) {
-      await assert.rejects(index.search('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be a positive integer/), `search k=${String(k)}`);
-      await assert.rejects(index.search('tea', { fetchK: k as number }), m3('INVALID_ARGUMENT', /fetchK must be a positive integer/), `fetchK=${String(k)}`);
-      await assert.rejects(index.searchDense('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be a positive integer/), `searchDense k=${String(k)}`);
-      await assert.rejects(index.searchSparse('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be a positive integer/), `searchSparse k=${String(k)}`);
+      await assert.rejects(index.search('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be an integer from 1 to 100000, got/), `search k=${String(k)}`);
+      await assert.rejects(index.search('tea', { fetchK: k as number }), m3('INVALID_ARGUMENT', /fetchK must be an integer from 1 to 100000, got/), `fetchK=${String(k)}`);
+      await assert.rejects(index.searchDense('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be an integer from 1 to 100000, got/), `searchDense k=${String(k)}`);
+      await assert.rejects(index.searchSparse('tea', { k: k as number }), m3('INVALID_ARGUMENT', /k must be an integer from 1 to 100000, got/), `searchSparse k=${String(k)}`);
     }
-    assert.equal((await index.search('tea', { k: null as never })).length, corpus.length, 'k: null is the default (10)');
+    // Only undefined means the default; null is refused by name, as by every store (one options check).
+    await assert.rejects(index.search('tea', { k: null as never }), m3('INVALID_ARGUMENT', /k must be an integer from 1 to 100000, got null/));
+    await assert.rejects(index.search('tea', { fetchK: null as never }), m3('INVALID_ARGUMENT', /fetchK must be an integer from 1 to 100000, got null/));
+    assert.equal((await index.search('tea', { k: undefined })).length, corpus.length, 'k: undefined is the default (10)');
+    await assert.rejects(index.search('tea', { k: 100001 }), m3('INVALID_ARGUMENT', /k must be an integer from 1 to 100000, got 100001/));
     assert.equal((await index.search('tea', { k: 1000, fetchK: 1 })).length, corpus.length, 'fetchK is raised to k');
     assert.equal((await index.searchDense('tea', { k: 1000 })).length, corpus.length);
     const sparse = await index.searchSparse('Green tea', { k: 1000 });
@@ -191,7 +215,11 @@ describe('M3Index on the fixture encoder', () => {
     assert.equal(await ix.delete([]), 0);
     assert.equal(await ix.delete(['tea', 'tea', 'nope']), 1);
     assert.equal(ix.size, corpus.length - 1);
-    await assert.rejects(ix.delete(42 as never), (e: unknown) => e instanceof TypeError && /ids must be a string or an array of strings, got number/.test(e.message), 'a non-iterable is a TypeError naming ids');
+    // The store's id-list check (one for every store): INVALID_ARGUMENT naming ids or the entry.
+    await assert.rejects(ix.delete(42 as never), m3('INVALID_ARGUMENT', /ids must be a string or an array of strings, got 42/), 'a non-iterable is refused naming ids');
+    await assert.rejects(ix.delete(['tea', 7] as never), m3('INVALID_ARGUMENT', /ids\[1\] must be a string, got 7/));
+    await assert.rejects(ix.delete('a\u0000'), m3('INVALID_ARGUMENT', /ids contains U\+0000/));
+    assert.equal(ix.size, corpus.length - 1, 'the refused deletes removed nothing');
     for (const filter of ['lang', 42, {}]) {
       await assert.rejects(ix.search('tea', { filter: filter as never }), m3('INVALID_ARGUMENT', /filter must be a function/));
     }
@@ -273,6 +301,9 @@ describe('bgem3 CLI', () => {
       [['index', ...M, '--input', '-', '--out', join(dir, 'o2')], '{"id": {}, "text": "x"}\n', /line 1: "id" must be a string/],
       [['index', ...M, '--input', '-', '--out', join(dir, 'o3')], '{"text": "x", "metadata": [1]}\n', /line 1: "metadata" must be an object/],
       [['index', ...M, '--input', docs, '--out', join(dir, 'o4'), '--colbert-precision', 'fp8'], '', /--colbert-precision must be one of int8, fp16, fp32, none/],
+      // Texts no store can hold (JSON escapes \u0000 and a lone \ud800): refused, --out is not created.
+      [['index', ...M, '--input', '-', '--out', join(dir, 'o5')], '{"text": "ok"}\n{"text": "a\\u0000b"}\n', /docs\[1\]\.text contains U\+0000, which stores cannot hold \(strip it first\)/],
+      [['index', ...M, '--input', '-', '--out', join(dir, 'o6')], '{"text": "ok"}\n{"text": "x\\ud800"}\n', /docs\[1\]\.text contains a lone UTF-16 surrogate .*toWellFormed\(\)/],
       [['search', '--index', built, '--query', 'q', '--k', '0'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k=-1'], '', /--k must be a positive integer/],
       [['search', '--index', built, '--query', 'q', '--k', '1.5'], '', /--k must be a positive integer/],
@@ -285,6 +316,7 @@ describe('bgem3 CLI', () => {
     // One case per kind of error (each run is a process; most also load the model).
     const runs = await pool(cases.map(([args, input]) => () => runCli(args, input)));
     runs.forEach((r, i) => assertOneLineError(r, cases[i][2], cases[i][0].join(' ')));
+    for (const o of ['o5', 'o6']) assert.ok(!existsSync(join(dir, o)), `${o}: a refused index writes nothing`);
   });
 
   test('odd but valid input gives defined output: empty input, blank lines, odd strings, an empty index', async () => {
