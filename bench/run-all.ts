@@ -113,13 +113,15 @@ function storeRows(st: any): Array<[string, string, string, string]> {
     [`M3Index, ${n} passages: size on disk`, 'reported', gb(st.build.diskBytes), '—'],
   ];
   if (st.add) out.push([`adding 1,000 passages to it and committing: bytes written`, '≤ 3% of the index', `${(st.add.shareOfIndex * 100).toFixed(2)}% (${gb(st.add.writeBytes)} of ${gb(st.add.indexBytes)}, commit + checkpoint, ${st.add.commitSeconds.toFixed(1)} s)`, st.add.shareOfIndex <= 0.03 ? 'met' : 'missed']);
-  if (st.legacy && st['legacy-new']) {
+  if (st.legacy && st['legacy-new'] && st['legacy-load'] && st['legacy-new-load']) {
     const o = st.legacy;
     const w = st['legacy-new'];
+    const ol = st['legacy-load'];
+    const wl = st['legacy-new-load'];
     out.push([
       `previous layout (all in memory, full-generation saves) vs M3Index at ${o.passages.toLocaleString('en-US')} passages`,
       'reported',
-      `RSS ${(o.rssOfIndexMB / 1024).toFixed(2)} vs ${(w.rssOfIndexMB / 1024).toFixed(2)} GiB; save after a 1% change ${o.saveAfterChangeSeconds.toFixed(1)} s / ${gb(o.savedAfterChangeBytes)} vs ${w.saveAfterChangeSeconds.toFixed(2)} s / ${(w.savedAfterChangeBytes / 2 ** 20).toFixed(1)} MiB; hybrid search median ${o.hybridWarm.median.toFixed(0)} vs ${w.hybridWarm.median.toFixed(0)} ms`,
+      `RSS after load ${(ol.rssAfterLoadMB / 1024).toFixed(2)} vs ${(wl.rssAfterLoadMB / 1024).toFixed(2)} GiB; save ${o.saveSeconds.toFixed(1)} s vs commits as added; save after a 1% change ${o.saveAfterChangeSeconds.toFixed(1)} s / ${gb(o.savedAfterChangeBytes)} vs ${w.saveAfterChangeSeconds.toFixed(3)} s / ${(w.savedAfterChangeBytes / 2 ** 20).toFixed(1)} MiB (the change was committed by its add); hybrid search median ${ol.hybridWarm.median.toFixed(0)} vs ${wl.hybridWarm.median.toFixed(0)} ms; load ${ol.loadSeconds.toFixed(1)} vs ${wl.loadSeconds.toFixed(1)} s`,
       '—',
     ]);
   }
