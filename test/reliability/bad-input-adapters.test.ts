@@ -131,27 +131,40 @@ describe('LangChain', () => {
     assert.equal(top.length, 3);
   });
 
-  test('BGEM3EnsembleRetriever: NaN/negative/infinite (rerank) weights, bad c/fetchK/k are INVALID_ARGUMENT; odd queries are answered', async () => {
+  test('BGEM3EnsembleRetriever: NaN/negative/infinite (rerank) weights, bad c/fetchK/k/rerankCandidates are INVALID_ARGUMENT naming the option, over retrievers and over a store; odd queries are answered', async () => {
     const ensemble = await BGEM3EnsembleRetriever.fromDocuments(
       CORPUS.map((pageContent, i) => new Document({ id: `c${i}`, pageContent })),
       { encoder, k: 3 },
     );
-    const base = { denseRetriever: ensemble.denseRetriever, sparseRetriever: ensemble.sparseRetriever };
-    const invalid: Record<string, unknown>[] = [
-      { weights: [Number.NaN, 1] },
-      { weights: [-1, 1] },
-      { weights: [Number.POSITIVE_INFINITY, 1] },
-      { weights: ['1', 1] },
-      { rerankWeights: [Number.NaN, 1, 1] },
-      { rerankWeights: [1, -0.5, 1] },
-      { rerankWeights: [1, 1, Number.POSITIVE_INFINITY] },
-      { rerankWeights: [1, 1] },
-      { c: Number.NaN },
-      { c: Number.POSITIVE_INFINITY },
-      ...BAD_COUNT.map((k) => ({ k })),
-      ...BAD_COUNT.map((fetchK) => ({ fetchK })),
+    // Over retrievers (RRF weights, c, rerank weights) and over the store (fetchK, k, rerank weights):
+    // each bad value is refused naming the option, from a configuration that is otherwise valid.
+    const vectorStore = ensemble.vectorStore!;
+    const retrievers = [vectorStore.asRetriever({ k: 4, mode: 'dense' }), new BGEM3SparseRetriever({ vectorStore })];
+    assert.doesNotThrow(() => new BGEM3EnsembleRetriever({ retrievers, weights: [1, 2], c: 10, rerankWeights: [1, 1, 1], k: 2 }));
+    assert.doesNotThrow(() => new BGEM3EnsembleRetriever({ vectorStore, fetchK: 20, rerankWeights: [1, 1, 1], k: 2 }));
+    const invalid: [Record<string, unknown>, string, RegExp][] = [
+      [{ weights: [Number.NaN, 1] }, 'retrievers', /weights\[0\] must be a finite number ≥ 0, got NaN/],
+      [{ weights: [-1, 1] }, 'retrievers', /weights\[0\] must be a finite number ≥ 0, got -1/],
+      [{ weights: [Number.POSITIVE_INFINITY, 1] }, 'retrievers', /weights\[0\] must be a finite number ≥ 0, got Infinity/],
+      [{ weights: ['1', 1] }, 'retrievers', /weights\[0\] must be a finite number ≥ 0/],
+      [{ weights: [1] }, 'retrievers', /weights must be an array of 2 numbers \(one per list\)/],
+      [{ c: Number.NaN }, 'retrievers', /c must be a finite number ≥ 0, got NaN/],
+      [{ c: Number.POSITIVE_INFINITY }, 'retrievers', /c must be a finite number ≥ 0, got Infinity/],
+      ...(['retrievers', 'store'] as const).flatMap((mode): [Record<string, unknown>, string, RegExp][] => [
+        [{ rerankWeights: [Number.NaN, 1, 1] }, mode, /rerankWeights\[0\] must be a finite number ≥ 0, got NaN/],
+        [{ rerankWeights: [1, -0.5, 1] }, mode, /rerankWeights\[1\] must be a finite number ≥ 0, got -0\.5/],
+        [{ rerankWeights: [1, 1, Number.POSITIVE_INFINITY] }, mode, /rerankWeights\[2\] must be a finite number ≥ 0, got Infinity/],
+        [{ rerankWeights: [1, 1] }, mode, /rerankWeights must be an array of 3 numbers/],
+        ...BAD_COUNT.map((k): [Record<string, unknown>, string, RegExp] => [{ k }, mode, /k must be a positive integer/]),
+      ]),
+      ...BAD_COUNT.map((rerankCandidates): [Record<string, unknown>, string, RegExp] => [{ rerankCandidates }, 'retrievers', /rerankCandidates must be a positive integer/]),
+      ...BAD_COUNT.map((fetchK): [Record<string, unknown>, string, RegExp] => [{ fetchK }, 'store', /fetchK must be a positive integer/]),
+      [{ weights: [1, 1] }, 'store', /weights applies over retrievers only/],
     ];
-    for (const o of invalid) assert.throws(() => new BGEM3EnsembleRetriever({ ...base, ...o } as never), m3('INVALID_ARGUMENT'), JSON.stringify(o));
+    for (const [o, mode, pattern] of invalid) {
+      const base = mode === 'store' ? { vectorStore } : { retrievers };
+      assert.throws(() => new BGEM3EnsembleRetriever({ ...base, ...o } as never), m3('INVALID_ARGUMENT', pattern), `${mode}: ${JSON.stringify(o)}`);
+    }
     for (const [what, bad] of NOT_TEXT) await assert.rejects(ensemble.invoke(bad as string), typeError(/query must be a string/), what);
     for (const [what, q] of ODD_TEXTS) {
       const hits = await ensemble.invoke(q);
@@ -175,11 +188,11 @@ describe('LlamaIndex', () => {
     }
     const vectors = await emb.getTextEmbeddings(ODD_TEXTS.map(([, t]) => t));
     vectors.forEach((v, i) => assert.ok(finiteUnit(v, 32), ODD_TEXTS[i][0]));
-    for (const embedBatchSize of BAD_COUNT) assert.throws(() => new li.BGEM3Embedding({ encoder, embedBatchSize: embedBatchSize as number }), invalidArg, String(embedBatchSize));
+    for (const embedBatchSize of BAD_COUNT) assert.throws(() => new li.BGEM3Embedding({ encoder, embedBatchSize: embedBatchSize as number }), m3('INVALID_ARGUMENT', /embedBatchSize must be a positive integer/), String(embedBatchSize));
   });
 
   test('BGEM3SparseRetriever: bad queries, topK and nodes; U+0000 and lone surrogates refused naming the entry, nothing stored; other odd-text nodes indexed and searchable', async () => {
-    for (const topK of BAD_COUNT) assert.throws(() => new li.BGEM3SparseRetriever({ encoder, topK: topK as number }), invalidArg, String(topK));
+    for (const topK of BAD_COUNT) assert.throws(() => new li.BGEM3SparseRetriever({ encoder, topK: topK as number }), m3('INVALID_ARGUMENT', /topK must be a positive integer/), String(topK));
     for (const [id_, text, refused] of UNSTORABLE) {
       await assert.rejects(li.BGEM3SparseRetriever.fromNodes([new TextNode({ id_: 'fine', text: 'fine' }), new TextNode({ id_, text })], { encoder }), m3('INVALID_ARGUMENT', refused), `fromNodes ${id_}`);
     }
@@ -209,7 +222,7 @@ describe('LlamaIndex', () => {
   });
 
   test('BGEM3ColbertReranker: bad topN and nodes; odd-text nodes get finite scores in [0, 1]', async () => {
-    for (const topN of BAD_COUNT) assert.throws(() => new li.BGEM3ColbertReranker({ encoder, topN: topN as number }), invalidArg, String(topN));
+    for (const topN of BAD_COUNT) assert.throws(() => new li.BGEM3ColbertReranker({ encoder, topN: topN as number }), m3('INVALID_ARGUMENT', /topN must be a positive integer/), String(topN));
     const reranker = new li.BGEM3ColbertReranker({ encoder, topN: 100 });
     await assert.rejects(reranker.postprocessNodes([{ node: null } as never], 'q'), m3('INVALID_ARGUMENT', /nodes\[0\] is not a NodeWithScore/));
     for (const bad of [42, {}, []]) await assert.rejects(reranker.postprocessNodes([{ node: corpusNodes()[0] }], bad as never), invalidArg, JSON.stringify(bad));
@@ -236,7 +249,10 @@ describe('LlamaIndex', () => {
       { rrfK: Number.POSITIVE_INFINITY },
       ...BAD_COUNT.map((topK) => ({ topK })),
     ];
-    for (const o of invalid) assert.throws(() => new li.BGEM3EnsembleRetriever({ ...ok, ...o } as never), invalidArg, JSON.stringify(o));
+    assert.doesNotThrow(() => new li.BGEM3EnsembleRetriever(ok), 'the base configuration is valid');
+    for (const o of invalid) {
+      assert.throws(() => new li.BGEM3EnsembleRetriever({ ...ok, ...o } as never), m3('INVALID_ARGUMENT', new RegExp(`^${Object.keys(o)[0]}(\\[\\d\\])? must be a`)), JSON.stringify(o));
+    }
     const e = new li.BGEM3EnsembleRetriever({ ...ok, topK: 3 });
     for (const bad of [null, 42, {}]) await assert.rejects(e.retrieve(bad as never), invalidArg, JSON.stringify(bad));
     for (const [what, q] of ODD_TEXTS) {
