@@ -36,7 +36,10 @@ async function serve(args: string[]): Promise<Child> {
         resolve(m[1]);
       }
     });
-    void exited.then(({ code }) => reject(new Error(`server exited (${code}) before listening: ${err}`)));
+    void exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (${code}) before listening: ${err}`));
+    });
   });
   return { proc, url, stderr: () => err, exited };
 }
