@@ -680,8 +680,9 @@ export class M3Index implements M3Store {
     }
     this.nextRid = rid;
     this.meta = meta;
-    m.dense.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.dense })));
-    m.sparse.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.sparse })));
+    // Checked at the boundary (checkEncoding) or when read back (readDense/readSparse).
+    m.dense.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.dense })), { checked: true });
+    m.sparse.upsertMany(placed.map((p) => ({ id: p.row.id, vector: p.row.sparse })), { checked: true });
     for (const p of placed) {
       if (p.old !== undefined) m.idOfRid.delete(p.old);
       m.docs.set(p.row.id, { rid: p.rid, metadata: p.row.metadata });
@@ -1152,8 +1153,8 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
   let dense: { id: string; vector: Float32Array }[] = [];
   let sparse: { id: string; vector: SparseVector }[] = [];
   const flush = () => {
-    m.dense.upsertMany(dense);
-    m.sparse.upsertMany(sparse);
+    m.dense.upsertMany(dense, { checked: true });
+    m.sparse.upsertMany(sparse, { checked: true });
     dense = [];
     sparse = [];
   };

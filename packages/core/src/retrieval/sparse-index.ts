@@ -315,14 +315,17 @@ export class SparseIndex {
    * Adds or replaces many documents. All inputs are validated before anything changes (an invalid
    * entry leaves the index untouched). A repeated id: the last entry wins.
    */
-  upsertMany(docs: Iterable<SparseDoc>): void {
+  upsertMany(docs: Iterable<SparseDoc>, options: { checked?: boolean } = {}): void {
     this.assertWritable();
     const list = Array.isArray(docs) ? (docs as SparseDoc[]) : [...docs];
     const last = new Map<string, number>();
     for (let i = 0; i < list.length; i++) {
       const d = list[i];
-      checkId(d?.id, `docs[${i}].id`);
-      checkVector(d.vector, this.vocabSize, `docs[${i}].vector`);
+      // `checked`: the caller (M3Index) validated ids and vectors already (see DenseIndex.upsertMany).
+      if (options.checked !== true) {
+        checkId(d?.id, `docs[${i}].id`);
+        checkVector(d.vector, this.vocabSize, `docs[${i}].vector`);
+      }
       last.set(d.id, i);
     }
     for (let i = 0; i < list.length; i++) {
