@@ -136,7 +136,9 @@ describe('bgem3 serve in a child process', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bgem3-serve-index-'));
     dirs.push(dir);
     const indexDir = join(dir, 'docs');
-    let child = await serve(['--index', `docs=${indexDir}`]);
+    // --max-tokens applies to a request's texts, not to the store's batches of its documents:
+    // the golden passages (two of 3-4k tokens) are added whole.
+    let child = await serve(['--index', `docs=${indexDir}`, '--max-tokens', '200']);
     const docs = g.passages.map((text: string, i: number) => ({ id: `p${i}`, text, metadata: { i } }));
     const added = await request(child.url, '/v1/indexes/docs/documents', { body: { documents: docs } });
     assert.equal(added.status, 200);

@@ -29,6 +29,12 @@ export interface EncodeRequest {
   truncate?: boolean;
   /** The request field the texts came from, for error messages. */
   field?: string;
+  /**
+   * Apply the per-request text and token limits (default true). The indexes' own encode calls
+   * (a store batch of one request whose documents were already counted) skip them; the queue's
+   * bounds still apply.
+   */
+  perRequestLimits?: boolean;
 }
 
 export class ServeContext {
@@ -73,7 +79,8 @@ export class ServeContext {
   /** Checks the limits, tokenises, and encodes through the shared batcher. */
   async encode(texts: readonly string[], r: EncodeRequest): Promise<EncodeResult[]> {
     const field = r.field ?? 'input';
-    if (texts.length > this.limits.maxTexts) {
+    const limited = r.perRequestLimits !== false;
+    if (limited && texts.length > this.limits.maxTexts) {
       throw new ApiError(413, 'too_many_texts', `${field} has ${texts.length} texts; this server takes at most ${this.limits.maxTexts} per request`, { param: field });
     }
     const maxLength = r.maxLength ?? this.encoder.maxLength;
@@ -88,7 +95,7 @@ export class ServeContext {
         throw new ApiError(413, 'text_too_long', `${field}[${i}] is longer than ${maxLength} tokens and truncate is false`, { param: field });
       }
     }
-    if (total > this.limits.maxTokens) {
+    if (limited && total > this.limits.maxTokens) {
       throw new ApiError(413, 'too_many_tokens', `${field} has ${total} tokens; this server takes at most ${this.limits.maxTokens} per request`, { param: field });
     }
     return this.batcher.submit(

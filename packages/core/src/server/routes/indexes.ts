@@ -84,6 +84,7 @@ export function batchedEncoder(ctx: () => ServeContext, base: TextEncoder3): Tex
         want: { dense: o.dense ?? true, sparse: o.sparse ?? false, colbert: o.colbert ?? false },
         signal,
         field: 'documents',
+        perRequestLimits: false, // the request's documents were counted by the route
         ...(o.maxLength !== undefined ? { maxLength: o.maxLength } : {}),
       });
     },
