@@ -62,7 +62,16 @@ function checkLimits(l: RequestLimits | undefined): Required<RequestLimits> {
   return o;
 }
 
-/** Creates the server (loads the model when `options.model` is given, opens the indexes). */
+/**
+ * Creates the server: loads the model when `options.model` is given (or serves `options.encoder`,
+ * which it then does not close), runs the model check, opens the indexes. Call
+ * {@link M3Server.listen} to accept connections and {@link M3Server.close} to drain and stop.
+ *
+ * @example
+ * const server = await createServer({ model: 'BAAI/bge-m3', indexes: { docs: './my-index' }, apiKey: process.env.KEY });
+ * console.log(await server.listen()); // http://127.0.0.1:8080
+ * process.once('SIGTERM', () => void server.close());
+ */
 export async function createServer(options: ServerOptions = {}): Promise<M3Server> {
   if (!options.encoder && !options.model) invalidArgument('createServer needs an encoder or a model (a directory or a Hub repo id)');
   const batching = checkBatching(options.batching);
