@@ -340,8 +340,12 @@ export class PgM3Store implements M3Store {
         // grows until a sequential scan and sort of the whole table looks cheaper (measured on
         // PGlite at 20k documents: hybrid search 933 ms, the dense stage an exact scan). Without
         // an index the scan still runs.
+        // enable_bitmapscan off (unfiltered searches): a bitmap scan of a token's postings must
+        // read and sort ALL of them before postingsPerToken applies, where the (token, weight
+        // DESC) index scan stops after postingsPerToken (the planner picks the bitmap scan while
+        // the visibility map is not yet set). A `where` filter keeps bitmap scans (GIN indexes).
         await tx.query(
-          `SELECT set_config('hnsw.ef_search', $1, true), set_config('enable_seqscan', 'off', true)${iterative ? `, set_config('hnsw.iterative_scan', 'relaxed_order', true)` : ''}`,
+          `SELECT set_config('hnsw.ef_search', $1, true), set_config('enable_seqscan', 'off', true)${iterative ? `, set_config('hnsw.iterative_scan', 'relaxed_order', true)` : ''}${filtered ? '' : `, set_config('enable_bitmapscan', 'off', true)`}`,
           [String(ef)],
         );
         return tx.query<R>(sql, params);
