@@ -89,7 +89,9 @@ export async function createServer(options: ServerOptions = {}): Promise<M3Serve
   let modelCheck: Pick<CheckResult, 'ok' | 'applies' | 'verified' | 'summary' | 'failures' | 'checkedAt'> | { ok: false; error: string } | undefined;
   if (options.modelCheck !== false && (encoder as Partial<CheckEncoder>).tokenizer !== undefined) {
     try {
-      const r = await checkModel(encoder as unknown as CheckEncoder);
+      // The check's tolerance depends on the weights: a q8 model is held to the measured int8 drift.
+      const dtype = options.load?.dtype ?? (options.modelDtype === 'int8' ? 'q8' : undefined);
+      const r = await checkModel(encoder as unknown as CheckEncoder, dtype ? { dtype } : {});
       modelCheck = { ok: r.ok, applies: r.applies, verified: r.verified, summary: r.summary, failures: r.failures, checkedAt: r.checkedAt };
       log(`model check: ${r.summary}`);
     } catch (e) {
