@@ -3,12 +3,11 @@
  * LangChain's `BM25Retriever` (`new X({ docs, k })`, `X.fromDocuments(docs, { k })`). It is a
  * sparse-mode view of a {@link BGEM3VectorStore}: storage and scoring are the store's.
  */
-import { M3Error, type M3Store } from '@bgem3/core';
-import { attachSource, bool, checkOptions, invalid, positiveInt, queryString, sourceOf, type EncoderSource } from '@bgem3/core/adapter';
+import type { M3Store } from '@bgem3/core';
+import { attachSource, bool, checkOptions, invalid, positiveInt, queryString, refuseLegacyFile, sourceOf, type EncoderSource } from '@bgem3/core/adapter';
 import type { CallbackManagerForRetrieverRun } from '@langchain/core/callbacks/manager';
 import type { DocumentInterface } from '@langchain/core/documents';
 import { BaseRetriever, type BaseRetrieverInput } from '@langchain/core/retrievers';
-import { readFile } from 'node:fs/promises';
 import { BGEM3Embeddings } from './embeddings.js';
 import { BGEM3VectorStore, type BGEM3AddDocumentsOptions } from './vector-store.js';
 import { MODEL_KEYS, RETRIEVER_KEYS, filterOptions, hitToDocument, scoreMetadata, type BGEM3Filter, type BGEM3ModelParams } from './shared.js';
@@ -104,17 +103,10 @@ export class BGEM3SparseRetriever extends BaseRetriever {
    * store's. This reports how to rebuild.
    */
   static async load(path: string): Promise<never> {
-    let head = '';
-    try {
-      head = (await readFile(path)).subarray(0, 8).toString('latin1');
-    } catch (cause) {
-      throw new M3Error('INDEX_INVALID', `${path}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`, { file: path, cause });
-    }
     const how =
       'persistence is now the store\'s: rebuild once with `const store = await M3Index.create({ encoder })` (or a PgM3Store), ' +
       '`await BGEM3VectorStore.fromDocuments(docs, undefined, { store })`, save or open the store as it documents, and use `new BGEM3SparseRetriever({ store })`';
-    if (head === LEGACY_MAGIC) throw new M3Error('INDEX_INVALID', `${path} is a BGEM3SparseRetriever file of @bgem3/langchain 0.1, which this version no longer reads: ${how}`, { file: path });
-    throw new M3Error('INDEX_INVALID', `${path} is not a saved retriever: ${how}`, { file: path });
+    return refuseLegacyFile(path, LEGACY_MAGIC, "BGEM3SparseRetriever file of @bgem3/langchain", how);
   }
 
   override async _getRelevantDocuments(query: string, _runManager?: CallbackManagerForRetrieverRun): Promise<DocumentInterface[]> {

@@ -5,9 +5,8 @@
  * in-memory M3Index, following the docStore as it changes.
  */
 import { M3Error, M3Index, type M3Store } from '@bgem3/core';
-import { EncoderSource, attachSource, bool, checkOptions, invalid, positiveInt, sourceOf } from '@bgem3/core/adapter';
+import { EncoderSource, attachSource, bool, checkOptions, invalid, positiveInt, refuseLegacyFile, sourceOf } from '@bgem3/core/adapter';
 import { BaseRetriever, MetadataMode, Settings, type BaseDocumentStore, type BaseNode, type Document, type NodeParser, type NodeWithScore, type QueryBundle } from 'llamaindex';
-import { readFile } from 'node:fs/promises';
 import { BGEM3VectorStore } from './vector-store.js';
 import { MODEL_KEYS, checkStore, hitToNode, metadataModeOf, queryText, settingsBase, type BGEM3ModelOptions } from './shared.js';
 
@@ -119,17 +118,10 @@ export class BGEM3SparseRetriever extends BaseRetriever {
 
   /** The 0.1 single-file format (`save`) is gone: persistence is the store's. This says how to rebuild. */
   static async load(path: string): Promise<never> {
-    let head = '';
-    try {
-      head = (await readFile(path)).subarray(0, 8).toString('latin1');
-    } catch (cause) {
-      throw new M3Error('INDEX_INVALID', `${path}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`, { file: path, cause });
-    }
     const how =
       "persistence is now the store's: rebuild once with `const vectorStore = new BGEM3VectorStore({ store })` over an M3Index or a PgM3Store, " +
       '`await vectorStore.add(nodes)` (or VectorStoreIndex.fromVectorStore + insertNodes), and use `new BGEM3SparseRetriever({ store })`';
-    if (head === LEGACY_MAGIC) throw new M3Error('INDEX_INVALID', `${path} is a BGEM3SparseRetriever file of @bgem3/llamaindex 0.1, which this version no longer reads: ${how}`, { file: path });
-    throw new M3Error('INDEX_INVALID', `${path} is not a saved retriever: ${how}`, { file: path });
+    return refuseLegacyFile(path, LEGACY_MAGIC, "BGEM3SparseRetriever file of @bgem3/llamaindex", how);
   }
 
   // The in-memory store of nodes and docStores, made on first use for the model.

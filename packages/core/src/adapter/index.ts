@@ -9,7 +9,8 @@
  * - the [0, 1] score mapping of every `relevanceScore` ({@link unitScore});
  * - the ensemble over an application's own retrievers ({@link fuseAndRerank});
  * - brands, to recognise classes across copies ({@link setBrand}, {@link hasBrand});
- * - the ColBERT byte codec of the stores ({@link ColbertCodec}).
+ * - the ColBERT byte codec of the stores ({@link ColbertCodec});
+ * - the refusal of the 0.1 adapters' single-file formats ({@link refuseLegacyFile}).
  *
  * @packageDocumentation
  */
@@ -18,6 +19,7 @@ export { sharedEncoder, sharedEncoderCount, registryKey, modelFromId, loadedEnco
 export { checkOptions, invalid, positiveInt, optionalPositiveInt, oneOf, nonNegative, bool, queryString } from './checks.js';
 export { DEFAULT_M3_WEIGHTS, checkM3Weights, weightsFromAlpha } from './weights.js';
 export { unitScore } from './scores.js';
+export { refuseLegacyFile } from './legacy-files.js';
 export { fuseAndRerank, dedupe, type EnsembleEntry, type EnsembleHit, type EnsembleOptions, type StoredRef } from './ensemble.js';
 export { brandSymbol, setBrand, hasBrand, attachSource, sourceOf, attachStored, storedOf } from './brand.js';
 export {
