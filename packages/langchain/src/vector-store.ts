@@ -209,13 +209,20 @@ export class BGEM3VectorStore extends VectorStore {
    * modes computed), `score` (the raw score it is ranked by) and `relevanceScore` (that score in
    * [0, 1], as (s + 1) / 2 clamped).
    */
-  // @ts-expect-error: returns a BGEM3Retriever (a VectorStoreRetriever<BGEM3VectorStore>), not one typed by `this`
-  override asRetriever(kOrFields?: number | BGEM3RetrieverArgs, filter?: BGEM3Filter, callbacks?: Callbacks, tags?: string[], metadata?: Record<string, unknown>, verbose?: boolean): BGEM3Retriever {
+  override asRetriever(
+    kOrFields?: number | BGEM3RetrieverArgs,
+    filter?: BGEM3Filter,
+    callbacks?: Callbacks,
+    tags?: string[],
+    metadata?: Record<string, unknown>,
+    verbose?: boolean,
+  ): BGEM3Retriever & VectorStoreRetriever<this> {
     const fields: BGEM3RetrieverArgs =
       typeof kOrFields === 'number' || kOrFields === undefined
         ? { ...(kOrFields !== undefined ? { k: kOrFields } : {}), ...(filter !== undefined ? { filter } : {}), ...(callbacks ? { callbacks } : {}), ...(tags ? { tags } : {}), ...(metadata ? { metadata } : {}), ...(verbose !== undefined ? { verbose } : {}) }
         : kOrFields;
-    return new BGEM3Retriever({ ...fields, vectorStore: this, tags: [...(fields.tags ?? []), this._vectorstoreType()] });
+    // A BGEM3Retriever's store is this store: typed as LangChain's base declares it (a retriever over `this`).
+    return new BGEM3Retriever({ ...fields, vectorStore: this, tags: [...(fields.tags ?? []), this._vectorstoreType()] }) as BGEM3Retriever & VectorStoreRetriever<this>;
   }
 
   /** Builds a store from documents: `dbConfig.store`, else a new in-memory M3Index of the model. */
