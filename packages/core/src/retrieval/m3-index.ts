@@ -666,12 +666,16 @@ export class M3Index implements M3Store {
           const dense = denseBytes(row.dense);
           const sparse = sparseBytes(row.sparse);
           s.insertDoc.run(r, row.id, metaBytes, dense, sparse, this.crc.docs(r, idBytes, metaBytes, dense, sparse));
-          const text = utf8Bytes(row.text);
-          s.insertText.run(r, text, this.crc.text(r, text));
-          if (this.colbertPrecision !== 'none') s.insertColbert.run(r, row.colbert, this.crc.colbert(r, row.colbert));
           placed.push({ row, rid: r, old });
           count++;
         }
+        // Table by table, not row by row: the pages a commit adds to `docs` (what a load reads)
+        // are then contiguous in the file instead of interleaved with ColBERT overflow pages.
+        for (const { row, rid: r } of placed) {
+          const text = utf8Bytes(row.text);
+          s.insertText.run(r, text, this.crc.text(r, text));
+        }
+        if (this.colbertPrecision !== 'none') for (const { row, rid: r } of placed) s.insertColbert.run(r, row.colbert, this.crc.colbert(r, row.colbert));
         meta.count = count;
         writeMeta(this.db, meta);
       })();
