@@ -10,7 +10,7 @@
  * exact architecture, I/O, FLOPs and memory (generated once into bench/.models, git-ignored).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -66,31 +66,21 @@ function ratio(a: number, b: number): string {
 }
 
 /**
- * The PostgreSQL/pgvector figures, from the last `node --import tsx bench/pgvector.bench.ts` run
- * (100k documents take about an hour, so `pnpm bench` reports that run rather than repeating it).
+ * The PostgreSQL/pgvector figures come from separate `node --import tsx bench/pgvector.bench.ts`
+ * runs (100k documents take about an hour, and a native server is given with `--url`), written
+ * to `bench/results/pgvector-<backend>-<sizes>.json`; `pnpm bench` points at them rather than
+ * repeating them.
  */
-function pgvectorSection(pg: any): string[] {
-  if (!pg?.complete || !pg.latencyMs) return [];
-  const l = pg.latencyMs;
+function pgvectorSection(files: string[]): string[] {
+  if (files.length === 0) return [];
   return [
     `## PostgreSQL / pgvector (\`@bgem3/pgvector\`)`,
     '',
-    `From \`node --import tsx bench/pgvector.bench.ts\` on ${String(pg.date).slice(0, 16).replace('T', ' ')} UTC (load average at start ${pg.loadAverageAtStart.map((x: number) => x.toFixed(1)).join(' ')}): ${pg.backend};`,
-    `${pg.data.documents} generated documents (dense ${pg.data.dim}, sparse ~${pg.data.meanSparseNonZeros} non-zeros), HNSW m ${pg.hnsw.m}, ef_construction ${pg.hnsw.efConstruction}. Details in \`bench/results/pgvector.json\`.`,
-    '',
-    '| measure | value |',
-    '|---|---|',
-    `| bulk insert (before indexing) | ${pg.bulkLoad.docsPerSecond} docs/s |`,
-    `| HNSW builds, dense + sparse | ${pg.indexBuild.seconds} s |`,
-    `| upserts into the indexed table | ${pg.indexedInsert.docsPerSecond} docs/s |`,
-    `| hybrid search (dense + sparse candidates, exact rescoring), k 10, fetchK 100: median / p95 | ${l.search.median} / ${l.search.p95} ms |`,
-    `| searchDense / searchSparse median | ${l.searchDense.median} / ${l.searchSparse.median} ms |`,
-    ...(pg.plantedNeighbourFoundInTop10
-      ? [`| searchDense finds the query's planted neighbour (ef_search 40 / 100) | ${pg.plantedNeighbourFoundInTop10.ef40} / ${pg.plantedNeighbourFoundInTop10.ef100} |`]
-      : []),
-    ...(pg.hybridTop10OverlapWithExact
-      ? [`| hybrid top 10 ∩ exact pipeline's top 10 (fetchK 100 / 400) | ${pg.hybridTop10OverlapWithExact.fetchK100} / ${pg.hybridTop10OverlapWithExact.fetchK400} |`]
-      : []),
+    'Measured by `node --import tsx bench/pgvector.bench.ts [--url=…] --docs=20000,100000` (PGlite, or a native server given by URL):',
+    'sparse first stages (postings table vs HNSW sparsevec: inserts, builds, recall@10, latency), the ColBERT top-R rerank',
+    '(latency and agreement with exact rescoring) and hybrid search. The figures and their trade-offs are in',
+    '[packages/pgvector/README.md](packages/pgvector/README.md#performance); the raw results in',
+    ...files.map((f) => `- \`bench/results/${f}\``),
     '',
   ];
 }
@@ -221,8 +211,7 @@ async function main(): Promise<void> {
   }
   const storePath = join(ROOT, `bench/results/store${quick ? '.quick' : ''}.json`);
   const store = existsSync(storePath) ? JSON.parse(readFileSync(storePath, 'utf8')) : undefined;
-  const pgPath = join(ROOT, 'bench/results/pgvector.json');
-  const pg = existsSync(pgPath) ? JSON.parse(readFileSync(pgPath, 'utf8')) : undefined;
+  const pgResults = readdirSync(join(ROOT, 'bench/results')).filter((f) => /^pgvector-.*\.json$/.test(f)).sort();
 
   log('serving (bgem3 serve under autocannon vs in-process encode) …');
   await run(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/server.bench.ts'), ...(quick ? ['--quick'] : [])]);
@@ -285,7 +274,7 @@ async function main(): Promise<void> {
     `- Retrieval: see \`bench/results/retrieval${quick ? '.quick' : ''}.json\` (sparse index at ${sparse?.documents ?? '?'} documents; BM25Retriever from @langchain/community on the same texts).`,
     '',
     ...serverMarkdown(serving),
-    ...pgvectorSection(pg),
+    ...pgvectorSection(pgResults),
   ].join('\n');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(outMd, md);
