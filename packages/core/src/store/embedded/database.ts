@@ -85,6 +85,39 @@ CREATE TABLE colbert(rid INTEGER PRIMARY KEY, data BLOB NOT NULL, crc INTEGER NO
 CREATE TABLE deletions(seq INTEGER PRIMARY KEY AUTOINCREMENT, rid INTEGER NOT NULL);
 `;
 
+const SCHEMA_TABLES = new Map(
+  SCHEMA.trim()
+    .split('\n')
+    .map((sql) => sql.replace(/;$/, ''))
+    .map((sql) => [/^CREATE TABLE (\w+)\(/.exec(sql)![1], sql] as const),
+);
+
+/**
+ * Checks that the database holds exactly this format's schema before anything runs on it: a
+ * crafted file could carry triggers or views (plain SQL that would run on our own writes, e.g. a
+ * trigger deleting rows) or tables of another shape. Only our five tables, SQLite's own
+ * bookkeeping (sqlite_sequence, sqlite_stat*) and the automatic indexes of their constraints are
+ * accepted.
+ */
+function checkSchema(db: Db, file: string): void {
+  const rows = db.prepare('SELECT type, name, tbl_name AS tbl, sql FROM sqlite_schema').all() as { type: string; name: string; tbl: string; sql: string | null }[];
+  const seen = new Set<string>();
+  const norm = (sql: string) => sql.replace(/\s+/g, ' ').trim();
+  for (const r of rows) {
+    if (r.type === 'table' && SCHEMA_TABLES.has(r.name)) {
+      if (r.sql === null || norm(r.sql) !== norm(SCHEMA_TABLES.get(r.name)!)) invalid(file, `table ${r.name} has another definition than this format's (${JSON.stringify(r.sql)})`);
+      seen.add(r.name);
+    } else if (r.type === 'table' && (r.name === 'sqlite_sequence' || /^sqlite_stat\d$/.test(r.name))) {
+      // SQLite's own bookkeeping
+    } else if (r.type === 'index' && r.sql === null && r.name.startsWith('sqlite_autoindex_') && SCHEMA_TABLES.has(r.tbl)) {
+      // the automatic index of a PRIMARY KEY or UNIQUE constraint
+    } else {
+      invalid(file, `unexpected ${r.type} ${JSON.stringify(r.name)} in the index database: not this format's schema (a crafted or foreign file)`);
+    }
+  }
+  for (const name of SCHEMA_TABLES.keys()) if (!seen.has(name)) invalid(file, `table ${name} is missing: not an index database of this format`);
+}
+
 function invalid(file: string, what: string, cause?: unknown): never {
   throw new M3Error('INDEX_INVALID', `${file}: ${what}`, { file, ...(cause !== undefined ? { cause } : {}) });
 }
@@ -118,6 +151,9 @@ export function openDatabase(dir: string, readOnly: boolean): Db {
     sqliteError(file, err, 'opening the index database');
   }
   try {
+    // Functions with side effects are never run from the schema (triggers, views, defaults).
+    db.pragma('trusted_schema = OFF');
+    checkSchema(db, file);
     applyPragmas(db, readOnly);
     if (!readOnly && db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
   } catch (err) {
