@@ -263,7 +263,15 @@ export class RowCrc {
     return crc32(this.head, this.seed);
   }
 
+  // Values read from a damaged or crafted file may be NULL, numbers or text instead of blobs: they
+  // get a checksum no stored integer equals, so every caller's comparison refuses the row as
+  // INDEX_INVALID instead of throwing a TypeError on them.
+  private static blobs(...xs: unknown[]): boolean {
+    return xs.every((x) => x instanceof Uint8Array);
+  }
+
   docs(rid: number, id: Uint8Array, metadata: Uint8Array, dense: Uint8Array, sparse: Uint8Array): number {
+    if (!RowCrc.blobs(id, metadata, dense, sparse) || !Number.isSafeInteger(rid)) return Number.NaN;
     const lens = Buffer.alloc(16);
     lens.writeUInt32LE(id.byteLength, 0);
     lens.writeUInt32LE(metadata.byteLength, 4);
@@ -277,10 +285,12 @@ export class RowCrc {
   }
 
   text(rid: number, text: Uint8Array): number {
+    if (!RowCrc.blobs(text) || !Number.isSafeInteger(rid)) return Number.NaN;
     return crc32(text, this.start(2, rid));
   }
 
   colbert(rid: number, data: Uint8Array): number {
+    if (!RowCrc.blobs(data) || !Number.isSafeInteger(rid)) return Number.NaN;
     return crc32(data, this.start(3, rid));
   }
 }
