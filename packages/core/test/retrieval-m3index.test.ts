@@ -91,8 +91,9 @@ const codeOf = (code: string) => (e: unknown) => e instanceof M3Error && e.code 
             return { id: d.id as string, scores, score: m3AllScore(scores, weights) };
           })
           .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1));
-        // fetchK ≥ corpus: every document is a candidate, so the result is the exact brute force.
-        const got = await index.search(query, { k: 7, fetchK: 100, weights });
+        // fetchK ≥ corpus and rerankDepth ≥ corpus: every document is a candidate reranked by
+        // ColBERT, so the result is the exact brute force.
+        const got = await index.search(query, { k: 7, fetchK: 100, weights, rerankDepth: 60 });
         assert.deepEqual(got.map((r) => r.id), brute.slice(0, 7).map((b) => b.id));
         for (const [i, r] of got.entries()) {
           assert.equal(r.scores.dense, brute[i].scores.dense);
@@ -107,11 +108,57 @@ const codeOf = (code: string) => (e: unknown) => e instanceof M3Error && e.code 
         const dTop = (await index.searchDense(query, { k: 3 })).map((h) => h.id);
         const sTop = (await index.searchSparse(query, { k: 3 })).map((h) => h.id);
         const cands = new Set([...dTop, ...sTop]);
-        const small = await index.search(q, { k: 3, fetchK: 3, weights });
+        const small = await index.search(q, { k: 3, fetchK: 3, weights, rerankDepth: 6 });
         assert.deepEqual(small.map((r) => r.id), brute.filter((b) => cands.has(b.id)).slice(0, 3).map((b) => b.id));
         // Single modes agree with brute force too.
         assert.deepEqual(dTop, [...brute].sort((a, b) => b.scores.dense - a.scores.dense || (a.id < b.id ? -1 : 1)).slice(0, 3).map((b) => b.id));
       }
+    });
+
+    test('rerankDepth: only the best R candidates by dense + sparse get ColBERT, and their M3 All score is exact', async () => {
+      const encoder = new FakeEncoder();
+      const index = await M3Index.create({ encoder, colbertPrecision: 'fp32', rerankDepth: 12 });
+      const docs = corpus(80, 5);
+      await index.add(docs);
+      const encoded = new Map(docs.map((d) => [d.id as string, encoder.encodeOne(d.text, all)]));
+      const weights = [0.4, 0.2, 0.4] as const;
+      const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+      for (const query of ['apple river ocean', 'music history', 'fire stone wind cloud', 'stone']) {
+        const q = encoder.encodeOne(query, all);
+        // Every document is a candidate (fetchK ≥ corpus): rank all by the partial score, keep
+        // the best R, rerank those by the M3 All score.
+        const partial = docs
+          .map((d) => {
+            const e = encoded.get(d.id as string) as EncodeResult;
+            const dense = dot(q.dense as Float32Array, e.dense as Float32Array);
+            const sparse = lexical(q.sparse as SparseVector, e.sparse as SparseVector);
+            return { id: d.id as string, dense, sparse, partial: weights[0] * dense + weights[1] * sparse, e };
+          })
+          .sort((a, b) => b.partial - a.partial || byId(a, b));
+        const expected = (depth: number) =>
+          partial
+            .slice(0, depth)
+            .map((c) => {
+              const scores = { dense: c.dense, sparse: c.sparse, colbert: maxSimReference(q.colbert as ColbertMatrix, c.e.colbert as ColbertMatrix) };
+              return { id: c.id, score: m3AllScore(scores, weights) };
+            })
+            .sort((a, b) => b.score - a.score || byId(a, b));
+        for (const [opts, depth] of [[{}, 12], [{ rerankDepth: 3 }, 5], [{ rerankDepth: 30 }, 30], [{ rerankDepth: 1000 }, 80]] as const) {
+          // k 5: a depth below k is raised to k.
+          const got = await index.search(q, { k: 5, fetchK: 100, weights, ...opts });
+          const want = expected(depth);
+          assert.deepEqual(got.map((r) => r.id), want.slice(0, 5).map((w) => w.id), `${query} ${JSON.stringify(opts)}`);
+          for (const [i, r] of got.entries()) assert.ok(Math.abs(r.score - want[i].score) < 1e-6);
+        }
+        // ColBERT weight 0: no rerank stage, the partial order is the result.
+        const noColbert = await index.search(q, { k: 5, fetchK: 100, weights: [0.4, 0.2, 0], rerankDepth: 1 });
+        assert.deepEqual(noColbert.map((r) => r.id), partial.slice(0, 5).map((c) => c.id));
+      }
+      for (const bad of [0, -1, 1.5, '10', Number.NaN, 200_001]) {
+        await assert.rejects(index.search('apple', { rerankDepth: bad as number }), (e: unknown) => e instanceof M3Error && e.code === 'INVALID_ARGUMENT' && /rerankDepth/.test(e.message), String(bad));
+        await assert.rejects(M3Index.create({ encoder, rerankDepth: bad as number }), (e: unknown) => e instanceof M3Error && e.code === 'INVALID_ARGUMENT' && /rerankDepth/.test(e.message), String(bad));
+      }
+      await index.close();
     });
 
     test('a ColBERT weight of 0 skips ColBERT entirely', async () => {

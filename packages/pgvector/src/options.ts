@@ -1,7 +1,7 @@
 /**
  * Options of PgM3Store. The method options are core's (`M3SearchOptions`, `M3SingleModeOptions`,
- * checked by core's store/options.ts, so a mistake gets the same error as in M3Index) plus what
- * only a database has: `efSearch` (HNSW) and `rerankDepth` (how many candidates get ColBERT).
+ * checked by core's store/options.ts, so a mistake gets the same error as in M3Index, with
+ * core's `rerankDepth`) plus what only a database has: `efSearch` (HNSW) and `postingsPerToken`.
  */
 import { M3Error, type M3SearchOptions, type M3SingleModeOptions, type TextEncoder3 } from '@bgem3/core';
 import type { PgColbertPrecision } from './codec.js';
@@ -96,8 +96,6 @@ export interface PgM3StoreOptions {
 export interface PgM3SearchOptions extends M3SearchOptions {
   /** `hnsw.ef_search` for this query (default max(store efSearch, rows asked for), at most 1,000). */
   efSearch?: number;
-  /** Candidates that get the ColBERT rerank (default the store's `rerankDepth`; at least k). */
-  rerankDepth?: number;
   /** Postings read per query token (default the store's `postingsPerToken`). */
   postingsPerToken?: number;
 }
@@ -116,12 +114,8 @@ export interface PgM3SingleModeOptions extends M3SingleModeOptions {
 export const DEFAULT_TABLE = 'bgem3_documents';
 export const PG_DEFAULT_EF_SEARCH = 40;
 export const MAX_EF_SEARCH = 1000;
-/**
- * Default {@link PgM3StoreOptions.rerankDepth}: chosen by measurement (bench/pgvector.bench.ts,
- * "rerank depth"): on the fixture and on synthetic data the top 10 by the exact M3 All score
- * over all candidates and over the best 40 by dense + sparse agree (see the README).
- */
-export const DEFAULT_RERANK_DEPTH = 40;
+/** Default {@link PgM3StoreOptions.rerankDepth}: core's, the same for every store (chosen by measurement, see the README). */
+export { DEFAULT_RERANK_DEPTH } from '@bgem3/core';
 /**
  * Default {@link PgM3StoreOptions.postingsPerToken}: chosen by measurement (bench/pgvector.bench.ts,
  * "postingsPerToken"; see the README).

@@ -646,9 +646,9 @@ export class PgM3Store implements M3Store {
    * M3Index.search when HNSW finds the same candidates and they fit in `rerankDepth`.
    */
   async search(query: M3Query, options: PgM3SearchOptions = {}): Promise<M3SearchResult[]> {
-    const o = checkSearchOptions(options, 'options', this.codec ? undefined : ([1, 0.5, 0] as const));
+    const o = checkSearchOptions(options, 'options', this.codec ? undefined : ([1, 0.5, 0] as const), this.rerankDepth);
     checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
-    const depth = Math.max(o.k, checkPositiveInt(options.rerankDepth, 'rerankDepth', this.rerankDepth));
+    const depth = o.rerankDepth;
     const [wd, ws, wc] = o.weights;
     if (!this.codec && wc > 0) invalidArgument(`this store keeps no ColBERT vectors (colbertPrecision 'none'): use weights with colbert 0, e.g. [${wd}, ${ws}, 0]`);
     const useColbert = wc > 0;

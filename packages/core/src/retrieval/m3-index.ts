@@ -61,7 +61,7 @@ import {
   type Stmt,
 } from '../store/embedded/database.js';
 import { WriteSequencer, checkEncodedDocuments, ingestDocuments, type EncodedEntry } from '../store/ingest.js';
-import { checkRescoreOptions, checkSearchOptions, checkSingleModeOptions, type CheckedFilters } from '../store/options.js';
+import { checkRerankDepth, checkRescoreOptions, checkSearchOptions, checkSingleModeOptions, rerankSelection, type CheckedFilters } from '../store/options.js';
 import { resolveQuery } from '../store/query.js';
 import type {
   JsonObject,
@@ -121,6 +121,8 @@ export interface M3IndexOptions {
   batchSize?: number;
   /** onnxruntime threads for dense search and MaxSim (default: all cores). */
   intraOpNumThreads?: number;
+  /** Default `rerankDepth` of {@link M3Index.search} (default `DEFAULT_RERANK_DEPTH`, 40; see M3SearchOptions). */
+  rerankDepth?: number;
 }
 
 /** Options of {@link M3Index.load}. */
@@ -132,6 +134,8 @@ export interface M3IndexLoadOptions {
   /** Overrides the saved `batchSize`. */
   batchSize?: number;
   intraOpNumThreads?: number;
+  /** Default `rerankDepth` of {@link M3Index.search} (default `DEFAULT_RERANK_DEPTH`, 40; see M3SearchOptions). */
+  rerankDepth?: number;
   /**
    * Opens the index as a reader: mutations are refused, no lock is taken, and searches follow
    * what the directory's writer commits. Default false: the index takes the directory's writer
@@ -250,6 +254,7 @@ export class M3Index implements M3Store {
   private maxLength: number | undefined;
   private batchSize: number;
   private readonly threads: { intraOpNumThreads?: number };
+  private readonly rerankDepth: number;
   private readonly codec: ColbertCodec;
   private readonly readOnly: boolean;
   private readonly lockTimeoutMs: number;
@@ -276,6 +281,7 @@ export class M3Index implements M3Store {
     maxLength?: number | undefined;
     batchSize?: number | undefined;
     intraOpNumThreads?: number | undefined;
+    rerankDepth?: number | undefined;
     readOnly?: boolean;
     lockTimeoutMs?: number;
     lock?: WriterLock | undefined;
@@ -289,6 +295,7 @@ export class M3Index implements M3Store {
     this.maxLength = init.maxLength ?? m.maxLength ?? undefined;
     this.batchSize = init.batchSize ?? m.batchSize;
     this.threads = init.intraOpNumThreads !== undefined ? { intraOpNumThreads: init.intraOpNumThreads } : {};
+    this.rerankDepth = checkRerankDepth(init.rerankDepth);
     this.codec = new ColbertCodec(m.colbertPrecision, m.dim);
     this.readOnly = init.readOnly === true;
     this.lockTimeoutMs = init.lockTimeoutMs ?? 0;
@@ -322,10 +329,11 @@ export class M3Index implements M3Store {
     checkPositiveInt(options.maxLength, 'maxLength');
     checkPositiveInt(options.batchSize, 'batchSize');
     checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
+    checkRerankDepth(options.rerankDepth);
     const { encoder } = options;
     const db = createTemporaryDatabase();
     const meta = initDatabase(db, { modelId: encoder.modelId, dim: encoder.dim, vocabSize: encoder.vocabSize, colbertPrecision: precision, maxLength: options.maxLength ?? null, batchSize: options.batchSize ?? 32 }, false);
-    return new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads });
+    return new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads, rerankDepth: options.rerankDepth });
   }
 
   /**
@@ -343,6 +351,7 @@ export class M3Index implements M3Store {
     checkPositiveInt(options.maxLength, 'maxLength');
     checkPositiveInt(options.batchSize, 'batchSize');
     checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
+    checkRerankDepth(options.rerankDepth);
     const lockTimeoutMs = checkLockTimeout(options.lockTimeoutMs);
     if (existsSync(join(dir, DB_FILE)) || (await hasLegacyIndex(dir))) {
       const index = await M3Index.load(dir, {
@@ -350,6 +359,7 @@ export class M3Index implements M3Store {
         ...(options.maxLength !== undefined ? { maxLength: options.maxLength } : {}),
         ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
         ...(options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
+        ...(options.rerankDepth !== undefined ? { rerankDepth: options.rerankDepth } : {}),
         lockTimeoutMs,
       });
       await index.writes.run(() => index.takeLock());
@@ -379,7 +389,7 @@ export class M3Index implements M3Store {
       renameSync(tmp, file); // the commit point of the creation: no half-made index.sqlite ever exists
       fsyncPath(dir, true);
       const live = openDatabase(dir, false);
-      return new M3Index({ db: live, file, home: resolve(dir), meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs, lock });
+      return new M3Index({ db: live, file, home: resolve(dir), meta, mirror: emptyMirror(meta, threadsOf(options)), encoder, intraOpNumThreads: options.intraOpNumThreads, rerankDepth: options.rerankDepth, lockTimeoutMs, lock });
     } catch (err) {
       lock.release();
       throw err;
@@ -401,6 +411,7 @@ export class M3Index implements M3Store {
     checkPositiveInt(options.maxLength, 'maxLength');
     checkPositiveInt(options.batchSize, 'batchSize');
     checkPositiveInt(options.intraOpNumThreads, 'intraOpNumThreads');
+    checkRerankDepth(options.rerankDepth);
     const lockTimeoutMs = checkLockTimeout(options.lockTimeoutMs);
     const readOnly = options.readOnly === true;
     const file = join(dir, DB_FILE);
@@ -413,7 +424,7 @@ export class M3Index implements M3Store {
       const meta = readMeta(db, file);
       checkEncoderMatches(options.encoder, meta, dir, file);
       const mirror = loadMirror(db, file, meta, threadsOf(options));
-      return new M3Index({ db, file, home: resolve(dir), meta, mirror, encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, readOnly, lockTimeoutMs });
+      return new M3Index({ db, file, home: resolve(dir), meta, mirror, encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, rerankDepth: options.rerankDepth, readOnly, lockTimeoutMs });
     } catch (err) {
       db.close();
       sqliteError(file, err, 'loading the index');
@@ -427,7 +438,7 @@ export class M3Index implements M3Store {
     checkEncoderMatches(options.encoder, legacy, dir, join(dir, 'CURRENT'));
     const db = createTemporaryDatabase();
     const meta = initDatabase(db, { modelId: legacy.modelId, dim: legacy.dim, vocabSize: legacy.vocabSize, colbertPrecision: legacy.colbertPrecision, maxLength: legacy.maxLength, batchSize: options.batchSize ?? 32 }, false);
-    const index = new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, lockTimeoutMs: options.lockTimeoutMs ?? 0, readOnly: options.readOnly === true });
+    const index = new M3Index({ db, file: '<temporary index>', home: undefined, meta, mirror: emptyMirror(meta, threadsOf(options)), encoder: options.encoder, maxLength: options.maxLength, batchSize: options.batchSize, intraOpNumThreads: options.intraOpNumThreads, rerankDepth: options.rerankDepth, lockTimeoutMs: options.lockTimeoutMs ?? 0, readOnly: options.readOnly === true });
     const sparse = legacy.sparse.vectors();
     let rows: Row[] = [];
     for (const [id, d] of legacy.docs) {
@@ -998,14 +1009,14 @@ export class M3Index implements M3Store {
 
   /**
    * Hybrid search, the recommended M3 pipeline: dense top-fetchK ∪ sparse top-fetchK (deduped)
-   * → every candidate rescored exactly by dense (inner product), sparse (lexical matching score)
-   * and ColBERT (MaxSim over the stored vectors, read from disk for the candidates only) →
-   * combined score (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k (ties: id ascending). A
-   * string query is encoded once (ColBERT is skipped when its weight is 0). An empty index
-   * returns [].
+   * → every candidate scored exactly by dense (inner product) and sparse (lexical matching
+   * score) → the best `rerankDepth` of them by w_d·dense + w_s·sparse also by ColBERT (MaxSim
+   * over the stored vectors, read from disk for those candidates only) → combined score
+   * (w_d·dense + w_s·sparse + w_c·colbert)/Σw → top k (ties: id ascending). A string query is
+   * encoded once (ColBERT is skipped when its weight is 0). An empty index returns [].
    */
   async search(query: M3Query, options: M3SearchOptions = {}): Promise<M3SearchResult[]> {
-    const o = checkSearchOptions(options, 'options', this.defaultWeights());
+    const o = checkSearchOptions(options, 'options', this.defaultWeights(), this.rerankDepth);
     this.checkColbertWeight(o.weights);
     this.assertOpen();
     this.refresh();
@@ -1022,19 +1033,25 @@ export class M3Index implements M3Store {
     const mirror = this.mirror;
     const sparseHits = mirror.sparse.search(q.sparse as SparseVector, o.fetchK, filter ? { filter } : {});
     const candidates = [...new Set([...denseHits.map((h) => h.id), ...sparseHits.map((h) => h.id)])].filter((id) => mirror.docs.has(id));
-    const results = await this.scoreCandidates(q, candidates, o.weights);
+    const results = await this.scoreCandidates(q, candidates, o.weights, o.rerankDepth);
     return this.withTexts(results, o.k);
   }
 
-  // The M3 rerank of candidates that exist now (synchronous up to MaxSim). ColBERT rows are read
-  // here; a row gone meanwhile (a reader behind its writer) drops its candidate, never an error.
-  private async scoreCandidates(q: EncodeResult, ids: string[], weights: M3Weights): Promise<{ id: string; rid: number; metadata: JsonObject; score: number; scores: { dense: number; sparse: number; colbert: number } }[]> {
-    if (ids.length === 0) return [];
+  // The M3 rerank of candidates that exist now (synchronous up to MaxSim): all scored by dense and
+  // sparse, the best `depth` of them by ColBERT (all when depth is undefined: rescore). ColBERT
+  // rows are read here; a row gone meanwhile (a reader behind its writer) drops its candidate,
+  // never an error.
+  private async scoreCandidates(q: EncodeResult, all: string[], weights: M3Weights, depth?: number): Promise<{ id: string; rid: number; metadata: JsonObject; score: number; scores: { dense: number; sparse: number; colbert: number } }[]> {
+    if (all.length === 0) return [];
     const m = this.mirror;
     const useColbert = weights[2] > 0;
+    const denseAll = m.dense.scoreIds(q.dense as Float32Array, all);
+    const sparseAll = m.sparse.scoreIds(q.sparse as SparseVector, all);
+    const chosen = depth === undefined ? all.map((_, i) => i) : rerankSelection(all, denseAll, sparseAll, weights, depth);
+    const ids = chosen.map((i) => all[i]);
+    const dense = chosen.map((i) => denseAll[i]);
+    const sparse = chosen.map((i) => sparseAll[i]);
     const refs = ids.map((id) => m.docs.get(id) as DocRef);
-    const dense = m.dense.scoreIds(q.dense as Float32Array, ids);
-    const sparse = m.sparse.scoreIds(q.sparse as SparseVector, ids);
     let colbert: Float64Array = new Float64Array(ids.length);
     let keep: boolean[] = ids.map(() => true);
     if (useColbert) {

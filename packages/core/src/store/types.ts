@@ -98,6 +98,14 @@ export interface M3SearchOptions extends M3FilterOptions {
   fetchK?: number;
   /** `[dense, sparse, colbert]` weights of the M3 All score (default `DEFAULT_M3_WEIGHTS`, [0.4, 0.2, 0.4]). */
   weights?: M3Weights;
+  /**
+   * Candidates that get the ColBERT rerank (default the store's own, `DEFAULT_RERANK_DEPTH` = 40
+   * unless set when the store was opened; at least k). The union of the dense and sparse candidates is ranked
+   * by w_d·dense + w_s·sparse (exact scores) and only the best `rerankDepth` are scored by
+   * MaxSim, so their M3 All score is exact; `rerankDepth ≥ 2·fetchK` reranks every candidate.
+   * Ignored when the ColBERT weight is 0, or when dense and sparse both weigh 0 (all are reranked).
+   */
+  rerankDepth?: number;
   /** Stops the query's encoding; the call rejects with code ABORTED. */
   signal?: AbortSignal;
 }
