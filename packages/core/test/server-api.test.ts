@@ -35,6 +35,25 @@ describe('bgem3 serve routes (fixture model, 127.0.0.1)', () => {
   });
   after(() => s.close());
 
+  test('encode(texts, { tokenized }) skips tokenising exactly what tokenize issued for those texts, with the same results', async () => {
+    const enc = s.encoder;
+    const tokenized = await enc.tokenize(texts);
+    let before = enc.tokenizer.charsTokenized;
+    const reused = await enc.encode(texts, { ...all, tokenized });
+    assert.equal(enc.tokenizer.charsTokenized - before, 0, 'nothing tokenised again');
+    assert.deepEqual(reused, local);
+    // Anything else is ignored, never trusted: ids made up by the caller, another text's, another maxLength's.
+    const forged = tokenized.map((t) => ({ ids: t.ids.slice(), truncated: t.truncated }));
+    const shifted = [...tokenized.slice(1), tokenized[0]];
+    const short = await enc.tokenize(texts, 8);
+    for (const [what, pre] of [['forged', forged], ['another text\'s', shifted], ['another maxLength\'s', short]] as const) {
+      before = enc.tokenizer.charsTokenized;
+      assert.deepEqual(await enc.encode(texts, { ...all, tokenized: pre }), local, what);
+      assert.equal(enc.tokenizer.charsTokenized - before, texts.reduce((n, t) => n + t.length, 0), `${what}: tokenised as usual`);
+    }
+    await assert.rejects(enc.encode(texts, { tokenized: 'x' as never }), /tokenized must be an array/);
+  });
+
   test('the openai client (base64 by default, and float) gets the in-process dense vectors and usage', async () => {
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const b64 = await client.embeddings.create({ model: 'bge-m3', input: texts });
@@ -218,5 +237,15 @@ describe('bgem3 serve routes (fixture model, 127.0.0.1)', () => {
     }
     const tokens = Number(/^bgem3_tokens_total (\d+)/m.exec(metrics.text)?.[1]);
     assert.ok(tokens > 0);
+  });
+
+  test('each text is tokenised once: the encoder reuses the tokenisation the server counted tokens with', async () => {
+    const tok = s.encoder.tokenizer;
+    const chars = texts.reduce((n, t) => n + t.length, 0);
+    const before = tok.charsTokenized;
+    const res = await request(s.url, '/v1/embeddings', { body: { input: texts, encoding_format: 'float' } });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(tok.charsTokenized - before, chars, 'characters handed to the tokenizer: once per text');
+    res.json.data.forEach((d: any, i: number) => near(d.embedding, local[i].dense!, `text ${i}`));
   });
 });

@@ -31,6 +31,18 @@ export interface BatchRunner {
   close(): Promise<void>;
 }
 
+/** Options of {@link M3Encoder.encode}. */
+export interface M3EncodeOptions extends EncodeOptions {
+  /**
+   * The texts' tokenisation, aligned with `texts`, as {@link M3Encoder.tokenize} of this encoder
+   * returned it for the same text and `maxLength` (entries may be undefined): those texts are not
+   * tokenised a second time (a server that counts tokens for its limits first). Any other entry is
+   * ignored and its text tokenised as usual, so the results are the same either way. The ids must
+   * not have been changed since.
+   */
+  tokenized?: readonly (TokenizedText | undefined)[];
+}
+
 /** Options shared by every way of creating an encoder. */
 export interface EncoderOptions extends SessionSettings {
   /** Default max tokens per text, `<s>`/`</s>` included (default 8192, the model's limit). */
@@ -235,6 +247,8 @@ export class M3Encoder implements TextEncoder3 {
   private textsEncoded = 0;
   /** Texts being encoded right now (cache key → flight), so concurrent calls share one pass. */
   private readonly inflight = new Map<string, Flight>();
+  /** What {@link tokenize} returned, with the text and maxLength it was for (see M3EncodeOptions.tokenized). */
+  private readonly issued = new WeakMap<TokenizedText, { text: string; maxLength: number }>();
   private closed = false;
 
   constructor(args: {
@@ -292,14 +306,23 @@ export class M3Encoder implements TextEncoder3 {
   /** Tokenises as the encoder does (ids with `<s>`/`</s>`, truncated to `maxLength`). */
   async tokenize(texts: readonly string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
     assertTexts(texts);
-    return this.tokenizer.encode(texts, this.checkMaxLength(maxLength, 'maxLength'));
+    const out = await this.tokenizer.encode(texts, this.checkMaxLength(maxLength, 'maxLength'));
+    for (let i = 0; i < out.length; i++) this.issued.set(out[i], { text: texts[i], maxLength });
+    return out;
+  }
+
+  /** `t` when {@link tokenize} issued it for `text` at `maxLength`, else undefined. */
+  private reusable(t: TokenizedText | undefined, text: string, maxLength: number): TokenizedText | undefined {
+    if (t === undefined) return undefined;
+    const of = this.issued.get(t);
+    return of !== undefined && of.text === text && of.maxLength === maxLength ? t : undefined;
   }
 
   /**
    * Encodes texts; results are in input order. Requested outputs (default: dense only) come from
    * one forward pass per text. An empty string is valid (tokens `<s></s>`).
    */
-  async encode(texts: readonly string[], options: EncodeOptions = {}): Promise<EncodeResult[]> {
+  async encode(texts: readonly string[], options: M3EncodeOptions = {}): Promise<EncodeResult[]> {
     if (this.closed) throw new M3Error('INVALID_ARGUMENT', 'this encoder was closed; create a new one');
     assertTexts(texts);
     const want = selection(options);
@@ -309,10 +332,12 @@ export class M3Encoder implements TextEncoder3 {
       throw new TypeError('signal must be an AbortSignal');
     }
     checkSignal(options.signal);
+    const pre = options.tokenized;
+    if (pre !== undefined && !Array.isArray(pre)) throw new TypeError('tokenized must be an array (what tokenize returned for these texts)');
     const out: EncodeResult[] = new Array(texts.length);
     for (let start = 0; start < texts.length; start += CHUNK_TEXTS) {
       const end = Math.min(texts.length, start + CHUNK_TEXTS);
-      await this.encodeChunk(texts, start, end, want, maxLength, options.signal, out);
+      await this.encodeChunk(texts, start, end, want, maxLength, options.signal, out, pre);
     }
     return out;
   }
@@ -330,6 +355,7 @@ export class M3Encoder implements TextEncoder3 {
     maxLength: number,
     signal: AbortSignal | undefined,
     out: EncodeResult[],
+    pre: readonly (TokenizedText | undefined)[] | undefined,
   ): Promise<void> {
     checkSignal(signal); // aborted while an earlier chunk ran
     const cache = this.cache;
@@ -343,8 +369,9 @@ export class M3Encoder implements TextEncoder3 {
       else joined.set(f, [slot]);
     };
     for (let i = start; i < end; i++) {
+      const tokens = pre && this.reusable(pre[i], texts[i], maxLength);
       if (!cache) {
-        const f = newFlight(texts[i], undefined);
+        const f = newFlight(texts[i], undefined, tokens);
         fresh.push(f);
         join(f, i);
         continue;
@@ -357,7 +384,7 @@ export class M3Encoder implements TextEncoder3 {
       }
       let f = this.inflight.get(key); // another call (or an earlier slot of this one) is encoding it
       if (!f) {
-        f = newFlight(texts[i], key);
+        f = newFlight(texts[i], key, tokens);
         this.inflight.set(key, f);
         fresh.push(f);
       }
@@ -413,11 +440,15 @@ export class M3Encoder implements TextEncoder3 {
    */
   private async runFlights(flights: readonly Flight[], maxLength: number, compute: Required<OutputSelection>): Promise<void> {
     try {
-      const tokenized = await this.tokenizer.encode(
-        flights.map((f) => f.text),
-        maxLength,
-      );
-      for (const f of flights) f.text = ''; // the ids are all that is needed now
+      // Texts whose tokenisation the caller passed (M3EncodeOptions.tokenized) are not tokenised again.
+      const todo = flights.filter((f) => f.tokens === undefined);
+      const fresh = todo.length > 0 ? await this.tokenizer.encode(todo.map((f) => f.text), maxLength) : [];
+      let next = 0;
+      const tokenized = flights.map((f) => f.tokens ?? fresh[next++]);
+      for (const f of flights) {
+        f.text = ''; // the ids are all that is needed now
+        f.tokens = undefined;
+      }
       const batches = planBatches(
         tokenized.map((t) => t.ids.length),
         this.limits,
@@ -510,6 +541,8 @@ function pick(r: EncodeResult, want: Required<OutputSelection>, copy: boolean): 
 interface Flight {
   /** The text until it is tokenised (then dropped). */
   text: string;
+  /** Its tokenisation when the caller passed it (then dropped). */
+  tokens: TokenizedText | undefined;
   /** Cache key, or undefined for a call's private flight (cache off). */
   key: string | undefined;
   promise: Promise<EncodeResult>;
@@ -519,8 +552,8 @@ interface Flight {
   settled: boolean;
 }
 
-function newFlight(text: string, key: string | undefined): Flight {
-  const f = { text, key, waiters: 0, settled: false } as Flight;
+function newFlight(text: string, key: string | undefined, tokens: TokenizedText | undefined): Flight {
+  const f = { text, key, tokens, waiters: 0, settled: false } as Flight;
   f.promise = new Promise<EncodeResult>((resolve, reject) => {
     f.resolve = resolve;
     f.reject = reject;

@@ -12,8 +12,10 @@
  * disconnect never fails another's request.
  */
 import { M3Error } from '../errors.js';
-import type { EncodeResult, OutputSelection, TextEncoder3 } from '../types.js';
+import type { TokenizedText } from '../tokenizer/m3-tokenizer.js';
+import type { EncodeResult, OutputSelection } from '../types.js';
 import { ApiError, m3ErrorCode } from './http-error.js';
+import type { ServerEncoder } from './options.js';
 
 /** Batching and queue settings (see {@link ServingOptions} for the defaults). */
 export interface BatcherOptions {
@@ -54,6 +56,8 @@ interface Job {
 interface Item {
   text: string;
   tokens: number;
+  /** The encoder's tokenisation of `text`, when the submitter has it (passed on, not redone). */
+  tokenized: TokenizedText | undefined;
   maxLength: number;
   want: Required<OutputSelection>;
   job: Job;
@@ -66,6 +70,8 @@ interface Item {
 export interface SubmittedText {
   text: string;
   tokens: number;
+  /** What the encoder's `tokenize` returned for `text` at the request's maxLength: the encoder then skips tokenising it again. */
+  tokenized?: TokenizedText;
 }
 
 const MAX_RETRIES = 2;
@@ -81,7 +87,7 @@ export class EncodeBatcher {
   private recent: Array<{ at: number; tokens: number }> = [];
 
   constructor(
-    private readonly encoder: TextEncoder3,
+    private readonly encoder: Pick<ServerEncoder, 'encode'>,
     private readonly opts: BatcherOptions,
     private readonly events: BatcherEvents = {},
   ) {}
@@ -141,7 +147,7 @@ export class EncodeBatcher {
       const job: Job = { results: new Array(texts.length), remaining: texts.length, resolve, reject, aborted: false, settled: false, queued: new Set(), onAbort: new Set() };
       const now = performance.now();
       texts.forEach((t, slot) => {
-        const item: Item = { text: t.text, tokens: t.tokens, maxLength: options.maxLength, want: options.want, job, slot, enqueuedAt: now, retries: 0 };
+        const item: Item = { text: t.text, tokens: t.tokens, tokenized: t.tokenized, maxLength: options.maxLength, want: options.want, job, slot, enqueuedAt: now, retries: 0 };
         this.queue.push(item);
         job.queued.add(item);
       });
@@ -267,7 +273,7 @@ export class EncodeBatcher {
     try {
       const results = await this.encoder.encode(
         items.map((it) => it.text),
-        { ...want, maxLength: items[0].maxLength, signal: controller.signal },
+        { ...want, maxLength: items[0].maxLength, signal: controller.signal, tokenized: items.map((it) => it.tokenized) },
       );
       const real = results.reduce((s, r) => s + r.tokens, 0);
       const seconds = (performance.now() - started) / 1000;

@@ -99,7 +99,8 @@ export class ServeContext {
       throw new ApiError(413, 'too_many_tokens', `${field} has ${total} tokens; this server takes at most ${this.limits.maxTokens} per request`, { param: field });
     }
     return this.batcher.submit(
-      texts.map((text, i) => ({ text, tokens: tokenized[i].ids.length })),
+      // The encoder takes these tokenisations as they are: each text is tokenised once.
+      texts.map((text, i) => ({ text, tokens: tokenized[i].ids.length, tokenized: tokenized[i] })),
       { maxLength, want: r.want, signal: r.signal },
     );
   }

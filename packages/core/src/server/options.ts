@@ -1,7 +1,7 @@
 /** Options of {@link createServer} and their defaults. */
 import type { LoadOptions } from '../inference/encoder.js';
 import type { TokenizedText } from '../tokenizer/m3-tokenizer.js';
-import type { TextEncoder3 } from '../types.js';
+import type { EncodeOptions, EncodeResult, TextEncoder3 } from '../types.js';
 import type { BatcherOptions } from './batcher.js';
 
 /**
@@ -11,6 +11,11 @@ import type { BatcherOptions } from './batcher.js';
 export interface ServerEncoder extends TextEncoder3 {
   readonly maxLength: number;
   tokenize(texts: readonly string[], maxLength?: number): Promise<TokenizedText[]>;
+  /**
+   * The batcher passes `tokenized`, what {@link tokenize} returned for these texts (M3Encoder then
+   * does not tokenise them again; an encoder that does not know the option ignores it).
+   */
+  encode(texts: readonly string[], options?: EncodeOptions & { tokenized?: readonly (TokenizedText | undefined)[] }): Promise<EncodeResult[]>;
   close?(): Promise<void>;
 }
 
