@@ -146,3 +146,36 @@ describe('DenseIndex', () => {
     assert.throws(() => DenseIndex.fromBytes(flipped), (e: M3Error) => e.code === 'INDEX_INVALID');
   });
 });
+
+describe('DenseIndex.appendBytes (a store loading its rows)', () => {
+  test('stored bytes go straight into the matrix; searches equal upserts; non-finite or wrong-sized bytes change nothing', async () => {
+    const rand = rng(77);
+    const dim = 24;
+    const truth = new Map<string, Float32Array>();
+    const loaded = new DenseIndex({ dim });
+    loaded.reserve(10); // fewer than added: the matrix grows
+    for (let i = 0; i < 50; i++) {
+      const v = unit(rand, dim);
+      truth.set(`v${i}`, v);
+      const bytes = new Uint8Array(v.buffer.slice(0));
+      assert.equal(loaded.appendBytes(`v${i}`, bytes), true);
+    }
+    for (const bad of [Number.NaN, Infinity, -Infinity]) {
+      const v = unit(rand, dim);
+      v[5] = bad;
+      assert.equal(loaded.appendBytes('bad', new Uint8Array(v.buffer)), false);
+    }
+    assert.equal(loaded.appendBytes('short', new Uint8Array(4 * dim - 4)), false);
+    assert.equal(loaded.size, 50);
+    assert.equal(loaded.has('bad'), false);
+    for (const [id, v] of truth) assert.deepEqual(loaded.get(id), v);
+    for (let i = 0; i < 5; i++) {
+      const q = unit(rand, dim);
+      sameHits(await loaded.search(q, 7), brute(truth, q, 7), 1e-6);
+    }
+    // It stays an ordinary index: upserts and deletes after the load.
+    loaded.upsert('v3', unit(rand, dim));
+    loaded.delete('v4');
+    assert.equal(loaded.size, 49);
+  });
+});

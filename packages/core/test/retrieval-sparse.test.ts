@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { M3Error } from '../src/errors.js';
 import { bytesView, crc32, crc32Portable, encodeContainer, concatChunks, sectionOf } from '../src/retrieval/binary-format.js';
-import { SparseIndex } from '../src/retrieval/sparse-index.js';
+import { SparseIndex, SparseLoadBuffer } from '../src/retrieval/sparse-index.js';
 import type { SparseVector } from '../src/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bgem3-sparse-'));
@@ -272,6 +272,82 @@ describe('SparseIndex: updates and edge cases', () => {
     let postings = 0;
     for (const v of truth.values()) postings += v.indices.length;
     assert.equal(index.postingCount, postings);
+  });
+});
+
+describe('SparseIndex: bulk load (what a store does when it loads)', () => {
+  // The stored form M3Index keeps: n uint32 token ids, then n float32 weights.
+  const storedBytes = (v: SparseVector): Uint8Array => {
+    const b = new Uint8Array(8 * v.indices.length);
+    b.set(new Uint8Array(v.indices.buffer, v.indices.byteOffset, 4 * v.indices.length), 0);
+    b.set(new Uint8Array(v.values.buffer, v.values.byteOffset, 4 * v.values.length), 4 * v.indices.length);
+    return b;
+  };
+
+  test('loadChecked builds the same index as upserts, which then takes upserts and deletes', () => {
+    const make = generator(21, 4000, 1.05, true);
+    const truth = new Map<string, SparseVector>();
+    const buffer = new SparseLoadBuffer(4000);
+    for (let i = 0; i < 900; i++) {
+      const v = make(1 + (i % 90));
+      if (i % 10 === 0) v.values[0] = 0; // a zero weight is dropped, as by upsert
+      truth.set(`d${i}`, v);
+      // Misaligned bytes (an odd offset) are copied, aligned ones used in place.
+      const bytes = storedBytes(v);
+      const shifted = new Uint8Array(bytes.length + 1);
+      shifted.set(bytes, 1);
+      assert.equal(buffer.push(i % 3 === 0 ? shifted.subarray(1) : bytes), true);
+    }
+    const loaded = new SparseIndex({ vocabSize: 4000 });
+    loaded.loadChecked([...truth.keys()], buffer);
+    const upserted = new SparseIndex({ vocabSize: 4000 });
+    upserted.upsertMany([...truth].map(([id, vector]) => ({ id, vector })));
+    upserted.compact();
+    assert.equal(loaded.size, 900);
+    assert.equal(loaded.postingCount, upserted.postingCount);
+    assert.deepEqual(loaded.vectors(), upserted.vectors());
+    for (let i = 0; i < 20; i++) {
+      const q = make(3 + i);
+      assert.deepEqual(loaded.search(q, 15), bruteForce(truth, q, 15));
+      const ids = [...truth.keys()].filter((_, j) => j % 37 === i);
+      assert.deepEqual(loaded.scoreIds(q, ids), upserted.scoreIds(q, ids));
+    }
+    // Mutations after the load: replace, delete, add, with rebuilds, still exact.
+    for (let i = 0; i < 400; i++) {
+      const id = `d${(i * 7) % 1300}`;
+      const v = make(40);
+      loaded.upsert(id, v);
+      truth.set(id, v);
+    }
+    loaded.delete(['d1', 'd2', 'd500']);
+    for (const id of ['d1', 'd2', 'd500']) truth.delete(id);
+    loaded.compact();
+    for (let i = 0; i < 10; i++) {
+      const q = make(6);
+      assert.deepEqual(loaded.search(q, 25), bruteForce(truth, q, 25));
+    }
+    assert.throws(() => loaded.loadChecked([], new SparseLoadBuffer(4000)), (e: unknown) => e instanceof M3Error && e.code === 'INVALID_ARGUMENT' && /empty index/.test(e.message));
+  });
+
+  test('SparseLoadBuffer refuses what readSparse refuses, adding nothing', () => {
+    const buffer = new SparseLoadBuffer(100);
+    const bad = [
+      vec([[5, 0.1], [5, 0.2]]), // not strictly ascending
+      vec([[9, 0.1], [3, 0.2]]),
+      vec([[100, 0.1]]), // beyond the vocabulary
+      vec([[1, -0.1]]),
+      vec([[1, Number.NaN]]),
+      vec([[1, Infinity]]),
+    ];
+    for (const v of bad) assert.equal(buffer.push(storedBytes(v)), false);
+    assert.equal(buffer.push(new Uint8Array(12)), false); // not a multiple of 8
+    assert.equal(buffer.count, 0);
+    assert.equal(buffer.push(storedBytes(vec([[1, 0.5], [99, 0]]))), true);
+    const index = new SparseIndex({ vocabSize: 100 });
+    assert.throws(() => index.loadChecked(['a', 'b'], buffer), (e: unknown) => e instanceof M3Error && e.code === 'INVALID_ARGUMENT');
+    index.loadChecked(['a'], buffer);
+    assert.equal(index.postingCount, 1);
+    assert.deepEqual(index.search(vec([[1, 1]]), 5), [{ id: 'a', score: 0.5 }]);
   });
 });
 

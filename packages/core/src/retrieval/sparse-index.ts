@@ -195,6 +195,15 @@ class TermDictionary {
     return term;
   }
 
+  /** Replaces the dictionary by `tokens` (strictly ascending, all below TABLE_MAX): term i is tokens[i]. */
+  assignAscending(tokens: Uint32Array<ArrayBuffer>, tableSize: number): void {
+    this.table = new Int32Array(Math.min(TABLE_MAX, Math.max(1024, tableSize)));
+    this.big.clear();
+    for (let i = 0; i < tokens.length; i++) this.table[tokens[i]] = i + 1;
+    this.tokens = tokens.length >= 16 ? tokens : grow(tokens, 16);
+    this.count = tokens.length;
+  }
+
   /** Renumbers: new term i is old term order[i]. */
   renumber(order: Int32Array): void {
     const old = this.tokens;
@@ -211,6 +220,48 @@ class TermDictionary {
     this.big.clear();
     this.tokens = new Uint32Array(16);
     this.count = 0;
+  }
+}
+
+/**
+ * Sparse vectors gathered for {@link SparseIndex.loadChecked}, each checked as it is added: what
+ * a store uses to load thousands of stored vectors. Each vector is a pair of views into the
+ * stored bytes it was given (copied only when they are not 4-byte aligned), so a load touches
+ * no fresh memory for them before the index is built.
+ */
+export class SparseLoadBuffer {
+  private readonly vectors: SparseVector[] = [];
+
+  constructor(readonly vocabSize: number) {}
+
+  /** Number of vectors added. */
+  get count(): number {
+    return this.vectors.length;
+  }
+
+  /**
+   * Adds one document's stored bytes (n uint32 token ids, then n float32 weights, little-endian
+   * as this platform's), which must not change until the index is built. Returns false, adding
+   * nothing, unless the ids ascend strictly below `vocabSize` and the weights are finite and ≥ 0.
+   */
+  push(bytes: Uint8Array): boolean {
+    if (bytes.byteLength % 8 !== 0) return false;
+    const n = bytes.byteLength / 8;
+    const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+    const t = new Uint32Array(aligned.buffer, aligned.byteOffset, n);
+    const w = new Float32Array(aligned.buffer, aligned.byteOffset + 4 * n, n);
+    let prev = -1;
+    for (let i = 0; i < n; i++) {
+      if (t[i] <= prev || t[i] >= this.vocabSize || !(w[i] >= 0) || w[i] === Infinity) return false;
+      prev = t[i];
+    }
+    this.vectors.push({ indices: t, values: w });
+    return true;
+  }
+
+  /** Vector i (views). */
+  vector(i: number): SparseVector {
+    return this.vectors[i];
   }
 }
 
@@ -334,6 +385,92 @@ export class SparseIndex {
       this.removeSlot(d.id);
       this.appendDoc(d.id, d.vector);
     }
+  }
+
+  /**
+   * Fills an EMPTY index with the documents of `buffer` (document i has id `ids[i]`), building
+   * the main CSR directly in one counting sort: no append buffer, no rebuild, no per-document
+   * arrays. What a store does when it loads; the caller guarantees the ids are valid and
+   * distinct (the vectors were checked by the buffer). Zero weights are dropped, as by upsert.
+   */
+  loadChecked(ids: readonly string[], buffer: SparseLoadBuffer): void {
+    this.assertWritable();
+    if (this.slotCount !== 0) invalidArgument('SparseIndex.loadChecked needs an empty index');
+    if (ids.length !== buffer.count) invalidArgument(`loadChecked: ${ids.length} ids for ${buffer.count} vectors`);
+    if (buffer.vocabSize !== this.vocabSize) invalidArgument('loadChecked: the buffer was made for another vocabulary');
+    const n = ids.length;
+    if (this.vocabSize > TABLE_MAX) {
+      // Token ids beyond the flat table's range: the general path (a vocabulary no M3 model has).
+      this.upsertMany(ids.map((id, i) => ({ id, vector: buffer.vector(i) })), { checked: true });
+      this.compact();
+      return;
+    }
+    // Pass 1: postings per token.
+    const perToken = new Int32Array(this.vocabSize);
+    let postings = 0;
+    for (let d = 0; d < n; d++) {
+      const { indices, values } = buffer.vector(d);
+      for (let p = 0; p < indices.length; p++) {
+        if (values[p] > 0) {
+          perToken[indices[p]]++;
+          postings++;
+        }
+      }
+    }
+    if (postings > END) invalidArgument('SparseIndex exceeds 2^31 postings');
+    let V = 0;
+    for (let t = 0; t < this.vocabSize; t++) if (perToken[t] > 0) V++;
+    const termTokens = new Uint32Array(V);
+    const off = new Int32Array(V + 1);
+    // perToken becomes token → first free position of its term.
+    for (let t = 0, term = 0; t < this.vocabSize; t++) {
+      const c = perToken[t];
+      if (c === 0) continue;
+      termTokens[term] = t;
+      off[term + 1] = off[term] + c;
+      perToken[t] = off[term];
+      term++;
+    }
+    // Pass 2: place, document by document (slots ascend within each term).
+    const docs = new Int32Array(postings);
+    const w = new Float32Array(postings);
+    const nnz = new Int32Array(Math.max(16, n));
+    for (let d = 0; d < n; d++) {
+      const { indices, values } = buffer.vector(d);
+      let c = 0;
+      for (let p = 0; p < indices.length; p++) {
+        const x = values[p];
+        if (!(x > 0)) continue;
+        const q = perToken[indices[p]]++;
+        docs[q] = d;
+        w[q] = x;
+        c++;
+      }
+      nnz[d] = c;
+    }
+    const max = new Float32Array(V);
+    for (let term = 0; term < V; term++) {
+      let m = 0;
+      for (let p = off[term], e = off[term + 1]; p < e; p++) if (w[p] > m) m = w[p];
+      max[term] = m;
+    }
+    this.terms.assignAscending(termTokens, V > 0 ? termTokens[V - 1] + 1 : 0);
+    this.mOff = off;
+    this.mDocs = docs;
+    this.mW = w;
+    this.mMax = max;
+    this.mainSlots = n;
+    this.mainDead = 0;
+    this.dLen = 0;
+    this.slotIds = [...ids];
+    this.slotNnz = nnz;
+    const alive = new Uint8Array(Math.max(16, n));
+    alive.fill(1, 0, n);
+    this.slotAlive = alive;
+    this.slotCount = n;
+    this.idToSlot.clear();
+    for (let s = 0; s < n; s++) this.idToSlot.set(ids[s], s);
+    this.livePostings = postings;
   }
 
   /** Removes documents; unknown ids are ignored. Returns how many were removed. */

@@ -252,6 +252,7 @@ function uuidBytes(uuid: string): Buffer {
 export class RowCrc {
   private readonly seed: number;
   private readonly head = Buffer.alloc(9);
+  private readonly lens = Buffer.alloc(16);
 
   constructor(uuid: string) {
     this.seed = crc32(uuidBytes(uuid));
@@ -272,7 +273,7 @@ export class RowCrc {
 
   docs(rid: number, id: Uint8Array, metadata: Uint8Array, dense: Uint8Array, sparse: Uint8Array): number {
     if (!RowCrc.blobs(id, metadata, dense, sparse) || !Number.isSafeInteger(rid)) return Number.NaN;
-    const lens = Buffer.alloc(16);
+    const lens = this.lens;
     lens.writeUInt32LE(id.byteLength, 0);
     lens.writeUInt32LE(metadata.byteLength, 4);
     lens.writeUInt32LE(dense.byteLength, 8);
