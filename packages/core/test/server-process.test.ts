@@ -165,6 +165,13 @@ describe('bgem3 serve in a child process', () => {
       assert.ok(Math.abs(r.scores.sparse - table.sparse[pair]) < 1e-5, `sparse ${r.id}`);
       assert.equal(typeof r.scores.colbert, 'number');
     }
+    // rerank_depth 1 with k 1: only the best candidate by dense + sparse gets ColBERT, and it is the hit.
+    const partial = (r: { scores: { dense: number; sparse: number } }) => 0.4 * r.scores.dense + 0.2 * r.scores.sparse;
+    const bestPartial = [...search.json.data].sort((a, b) => partial(b) - partial(a) || (a.id < b.id ? -1 : 1))[0];
+    const shallow = await request(child.url, '/v1/indexes/docs/search', { body: { query: g.queries[0], k: 1, fetch_k: docs.length, rerank_depth: 1 } });
+    assert.equal(shallow.status, 200, shallow.text);
+    assert.deepEqual(shallow.json.data.map((r: { id: string }) => r.id), [bestPartial.id]);
+    assert.equal((await request(child.url, '/v1/indexes/docs/search', { body: { query: 'q', rerank_depth: 0 } })).status, 400);
     const bad = await request(child.url, '/v1/indexes/docs/documents', { body: { documents: [{ text: 5 }] } });
     assert.equal(bad.status, 400);
     assert.match(bad.json.error.message, /documents\[0\]\.text must be a string/);

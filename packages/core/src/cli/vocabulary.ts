@@ -29,6 +29,7 @@ const OPTIONS: Record<string, string> = {
   onnxFile: '--onnx',
   colbertPrecision: '--colbert-precision',
   fetchK: '--fetch-k',
+  rerankDepth: '--rerank-depth',
 };
 
 // A bare word only: not part of a path, a property access, a quoted key or a longer name.

@@ -7,6 +7,7 @@ import { M3Error } from '../../errors.js';
 import { COLBERT_STORAGES, DEFAULT_COLBERT_STORAGE, type ColbertStorage } from '../../store/colbert-codec.js';
 import { M3Index, type M3IndexOptions } from '../../retrieval/m3-index.js';
 import type { M3Document } from '../../store/types.js';
+import { DEFAULT_RERANK_DEPTH } from '../../store/options.js';
 import type { M3Encoder } from '../../inference/encoder.js';
 import { parseWeights } from '../flag-values.js';
 import { modelSourceOf, readIndexInfo, writeModelSource, type IndexInfo, type ModelSource } from '../index-info.js';
@@ -156,6 +157,7 @@ interface SearchFlags {
   query: string;
   k: number;
   fetchK: number;
+  rerankDepth: number;
   weights: [number, number, number];
   model?: string;
   onnx?: string;
@@ -170,6 +172,7 @@ export function registerSearch(program: Command): void {
     .requiredOption('-q, --query <text>', 'query text')
     .option('-k, --k <n>', 'results', positiveInt('--k'), 10)
     .option('--fetch-k <n>', 'candidates from each of dense and sparse search', positiveInt('--fetch-k'), 100)
+    .option('--rerank-depth <n>', 'best candidates by dense + sparse that get the ColBERT rerank', positiveInt('--rerank-depth'), DEFAULT_RERANK_DEPTH)
     .option('--weights <w>', 'dense,sparse,colbert weights of the rerank', parseWeights, [0.4, 0.2, 0.4] as [number, number, number])
     .option('-m, --model <dir|repo>', 'model (default: the one the index was built with)')
     .option('--onnx <file>', 'ONNX file inside the model directory/repo')
@@ -185,7 +188,7 @@ export function registerSearch(program: Command): void {
       try {
         const index = await M3Index.load(flags.index, { encoder });
         try {
-          const results = await index.search(flags.query, { k: flags.k, fetchK: flags.fetchK, weights: flags.weights });
+          const results = await index.search(flags.query, { k: flags.k, fetchK: flags.fetchK, rerankDepth: flags.rerankDepth, weights: flags.weights });
           process.stdout.write(`${JSON.stringify({ query: flags.query, results })}\n`);
         } finally {
           await index.close();

@@ -8,7 +8,7 @@
  *     GET    /v1/indexes/NAME/documents/ID       the stored document, or 404
  *     DELETE /v1/indexes/NAME/documents/ID       → {deleted: 0 | 1}
  *     POST   /v1/indexes/NAME/delete             {ids: [...]} → {deleted}
- *     POST   /v1/indexes/NAME/search             {query, k?, fetch_k?, weights?, where?} → hybrid hits with per-mode scores
+ *     POST   /v1/indexes/NAME/search             {query, k?, fetch_k?, rerank_depth?, weights?, where?} → hybrid hits with per-mode scores
  *
  * Durability: each index is opened with `M3Index.open` (created when `DIR` holds none), which
  * commits every add batch and delete (one fsynced SQLite transaction) before the call resolves,
@@ -153,14 +153,16 @@ export function registerIndexRoutes(app: FastifyInstance, ctx: ServeContext): vo
   app.post<P>('/v1/indexes/:name/search', async (request, reply) => {
     const index = reg.get(request.params.name);
     const body = bodyObject(request.body);
-    rejectUnknown(body, ['query', 'k', 'fetch_k', 'weights', 'where']);
+    rejectUnknown(body, ['query', 'k', 'fetch_k', 'rerank_depth', 'weights', 'where']);
     if (typeof body.query !== 'string') throw badRequest(`query must be a string, got ${describe(body.query)}`, 'query');
     const k = optionalInteger(body, 'k', 1, 10_000);
     const fetchK = optionalInteger(body, 'fetch_k', 1, 100_000);
+    const rerankDepth = optionalInteger(body, 'rerank_depth', 1, 200_000);
     const weights = optionalWeights(body);
     const results = await index.store.search(body.query, {
       ...(k !== undefined ? { k } : {}),
       ...(fetchK !== undefined ? { fetchK } : {}),
+      ...(rerankDepth !== undefined ? { rerankDepth } : {}),
       ...(weights ? { weights } : {}),
       ...(body.where !== undefined ? { where: body.where as never } : {}),
       signal: clientSignal(request, reply),
