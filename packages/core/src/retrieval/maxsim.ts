@@ -5,9 +5,9 @@
  *
  * Why one matrix product: scoring 100 candidates of 256 tokens against a 32-token query is
  * 100 · 256 · 32 · 1024 ≈ 0.84 G multiply-adds. As nested JS loops that is ~1.5 s; as ONE
- * onnxruntime Gemm of the query [N_q, D] against all candidate vectors concatenated [ΣL_p, D]
- * it is ~20–40 ms. The per-document max over its column range and the mean over query tokens
- * are then a cheap JS pass over the [N_q, ΣL_p] result. Tiny inputs (below `onnxMinMacs`) use a
+ * onnxruntime Gemm of all candidate vectors concatenated [ΣL_p, D] against the query [N_q, D]
+ * it is ~20–40 ms. The per-document max over its row range and the mean over query tokens
+ * are then a cheap JS pass over the [ΣL_p, N_q] result. Tiny inputs (below `onnxMinMacs`) use a
  * plain loop, where a session run would cost more than it saves.
  */
 import { invalidArgument } from '../errors.js';
@@ -22,7 +22,7 @@ export interface MaxSimOptions extends MatmulOptions {
   onnxMinMacs?: number;
   /**
    * Maximum candidate vectors per onnxruntime run (default 32,768): bounds the scratch buffers
-   * (packed candidates, the [N_q, M] result, onnxruntime's widened copy for fp16/int8) and the
+   * (packed candidates, the [M, N_q] result, onnxruntime's widened copy for fp16/int8) and the
    * event-loop block of one run; larger candidate sets are split into several runs, whole
    * documents per run (a single longer document gets a run of its own).
    */
@@ -60,13 +60,12 @@ export function maxSimReference(query: ColbertMatrix, doc: ColbertMatrix): numbe
   return total / query.count;
 }
 
-// For documents docStart..docEnd-1, whose vectors are the columns of sim[N_q, M] (column 0 is
-// vector offsets[docStart]): max over the document's columns (times scales[column] for int8),
-// summed over query rows, divided by N_q.
+// For documents docStart..docEnd-1, whose vectors are the rows of sim[M, N_q] (row 0 is vector
+// offsets[docStart]): per query vector the max over the document's rows (times scales[row] for
+// int8), summed over the query vectors, divided by N_q.
 function reduce(
-  sim: Float32Array | Float64Array,
+  sim: Float32Array,
   nq: number,
-  m: number,
   offsets: Int32Array,
   docStart: number,
   docEnd: number,
@@ -74,6 +73,7 @@ function reduce(
   out: Float64Array,
 ): void {
   const base = offsets[docStart];
+  const best = new Float64Array(nq);
   for (let d = docStart; d < docEnd; d++) {
     const lo = offsets[d] - base;
     const hi = offsets[d + 1] - base;
@@ -81,23 +81,17 @@ function reduce(
       out[d] = 0;
       continue;
     }
-    let total = 0;
-    for (let i = 0; i < nq; i++) {
-      const row = i * m;
-      let best = Number.NEGATIVE_INFINITY;
-      if (scales) {
-        for (let j = lo; j < hi; j++) {
-          const x = sim[row + j] * scales[j];
-          if (x > best) best = x;
-        }
-      } else {
-        for (let j = lo; j < hi; j++) {
-          const x = sim[row + j];
-          if (x > best) best = x;
-        }
+    best.fill(Number.NEGATIVE_INFINITY);
+    for (let j = lo; j < hi; j++) {
+      const row = j * nq;
+      const sc = scales ? scales[j] : 1;
+      for (let i = 0; i < nq; i++) {
+        const x = sim[row + i] * sc;
+        if (x > best[i]) best[i] = x;
       }
-      total += best;
     }
+    let total = 0;
+    for (let i = 0; i < nq; i++) total += best[i];
     out[d] = total / nq;
   }
 }
@@ -187,8 +181,9 @@ async function score(
       }
       const simBuf = acquire(Float32Array, nq * m);
       try {
-        const sim = await matmulTransB(query.data, nq, data, m, dim, options, simBuf.subarray(0, nq * m));
-        reduce(sim, nq, m, offsets, d0, d1, precision === 'int8' ? scales : undefined, out);
+        // Candidates as A, the query as B: see matmulTransB on orientation.
+        const sim = await matmulTransB(data, m, query.data, nq, dim, options, simBuf.subarray(0, nq * m));
+        reduce(sim, nq, offsets, d0, d1, precision === 'int8' ? scales : undefined, out);
       } finally {
         release(simBuf);
         if (pooled) release(pooled);

@@ -3,21 +3,23 @@
  * exact dense search).
  *
  * Why: a JS triple loop runs at ~1 GFLOP/s; onnxruntime's MLAS Gemm is multithreaded SIMD (≈40×
- * faster on the 100 × 256 × 1024 MaxSim, see peers-performance.md §3.2c). A two-node graph
- * (optional Cast, then Gemm with transB=1) is built in memory once per element type and thread
- * count, and its session is cached for the life of the process. B may be float32, float16 or
- * int8 so compressed ColBERT vectors are widened inside onnxruntime (vectorised) instead of in JS.
- * Inputs are passed as views: onnxruntime-node reads the JS buffers without an extra copy.
+ * faster on the 100 × 256 × 1024 MaxSim; see the peers-performance notes on MaxSim). A small
+ * graph (optional Casts, then Gemm with transB=1) is built in memory once per pair of element
+ * types and thread count, and its session is cached for the life of the process. Either operand
+ * may be float32, float16 or int8, so compressed ColBERT vectors are widened inside onnxruntime
+ * instead of in JS. Inputs are passed as views: onnxruntime-node reads the JS buffers without an
+ * extra copy.
  *
  * Note: `session.run` executes on the calling thread and blocks the event loop for its duration
- * (peers-performance.md §3.2d); keep single products to tens of milliseconds.
+ * (see the peers-performance notes on onnxruntime-node); keep single products to tens of
+ * milliseconds.
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { buildOnnxModel, OnnxType, type NodeSpec } from '../inference/onnx-graph.js';
 import { invalidArgument } from '../errors.js';
 
-/** Element type of the right-hand matrix B. */
+/** Element type of an operand. */
 export type MatElement = 'float32' | 'float16' | 'int8';
 
 /** Options of the onnxruntime matrix products. */
@@ -35,28 +37,34 @@ function elemType(e: MatElement) {
   return e === 'float32' ? OnnxType.float : e === 'float16' ? OnnxType.float16 : OnnxType.int8;
 }
 
+function elemOf(x: Float32Array | Uint16Array | Int8Array): MatElement {
+  return x instanceof Float32Array ? 'float32' : x instanceof Uint16Array ? 'float16' : 'int8';
+}
+
 function threadsOf(options: MatmulOptions | undefined): number {
   const t = options?.intraOpNumThreads ?? availableParallelism();
   if (!Number.isSafeInteger(t) || t < 1 || t > 1024) invalidArgument(`intraOpNumThreads must be a positive integer, got ${t}`);
   return t;
 }
 
-function session(elem: MatElement, threads: number): Promise<ort.InferenceSession> {
-  const key = `${elem}/${threads}`;
+function session(aElem: MatElement, bElem: MatElement, threads: number): Promise<ort.InferenceSession> {
+  const key = `${aElem}/${bElem}/${threads}`;
   let s = sessions.get(key);
   if (!s) {
     const nodes: NodeSpec[] = [];
-    let b = 'b';
-    if (elem !== 'float32') {
-      nodes.push({ op: 'Cast', inputs: ['b'], outputs: ['bf'], attrs: { to: OnnxType.float } });
-      b = 'bf';
-    }
-    nodes.push({ op: 'Gemm', inputs: ['a', b], outputs: ['c'], attrs: { transB: 1 } });
+    const widened = (name: 'a' | 'b', elem: MatElement): string => {
+      if (elem === 'float32') return name;
+      nodes.push({ op: 'Cast', inputs: [name], outputs: [`${name}f`], attrs: { to: OnnxType.float } });
+      return `${name}f`;
+    };
+    const a = widened('a', aElem);
+    const b = widened('b', bElem);
+    nodes.push({ op: 'Gemm', inputs: [a, b], outputs: ['c'], attrs: { transB: 1 } });
     const bytes = buildOnnxModel({
-      name: `bgem3_matmul_${elem}`,
+      name: `bgem3_matmul_${aElem}_${bElem}`,
       inputs: [
-        { name: 'a', type: OnnxType.float, shape: ['N', 'D'] },
-        { name: 'b', type: elemType(elem), shape: ['M', 'D'] },
+        { name: 'a', type: elemType(aElem), shape: ['N', 'D'] },
+        { name: 'b', type: elemType(bElem), shape: ['M', 'D'] },
       ],
       outputs: [{ name: 'c', type: OnnxType.float, shape: ['N', 'M'] }],
       nodes,
@@ -67,10 +75,10 @@ function session(elem: MatElement, threads: number): Promise<ort.InferenceSessio
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       // The plain product writes straight into the caller's output buffer and needs no arena.
-      // The widening Cast needs an M×D float buffer per run: the arena keeps it (already
+      // A widening Cast needs a rows×D float buffer per run: the arena keeps it (already
       // touched) between runs instead of mapping fresh pages every time (see scratch.ts);
-      // callers bound M per run, which bounds what the arena keeps.
-      enableCpuMemArena: elem !== 'float32',
+      // callers bound the rows per run, which bounds what the arena keeps.
+      enableCpuMemArena: aElem !== 'float32' || bElem !== 'float32',
     });
     s.catch(() => sessions.delete(key));
     sessions.set(key, s);
@@ -79,13 +87,18 @@ function session(elem: MatElement, threads: number): Promise<ort.InferenceSessio
 }
 
 /**
- * C = A · Bᵀ with A `[aRows, dim]` float32 and B `[bRows, dim]` (row-major, any {@link MatElement};
- * float16 as raw bit patterns in a Uint16Array). C `[aRows, bRows]` row-major float32
- * (accumulated in float32 by MLAS) is written into `out` when given (exactly aRows·bRows
- * long; onnxruntime writes into it directly), else into a new array. Returns C.
+ * C = A · Bᵀ with A `[aRows, dim]` and B `[bRows, dim]` (row-major, each any {@link MatElement};
+ * float16 as raw bit patterns in a Uint16Array; a non-float32 operand is widened inside
+ * onnxruntime). C `[aRows, bRows]` row-major float32 (accumulated in float32 by MLAS) is written
+ * into `out` when given (exactly aRows·bRows long; onnxruntime writes into it directly), else
+ * into a new array. Returns C.
+ *
+ * Orientation matters: MLAS packs B for every product and streams A, so put the large matrix
+ * (candidate vectors, an index) in A and the small one (the query) in B: for 51,200 × 1024
+ * vectors against 32 query vectors that roughly halves the time.
  */
 export async function matmulTransB(
-  a: Float32Array,
+  a: Float32Array | Uint16Array | Int8Array,
   aRows: number,
   b: Float32Array | Uint16Array | Int8Array,
   bRows: number,
@@ -93,14 +106,15 @@ export async function matmulTransB(
   options?: MatmulOptions,
   out?: Float32Array,
 ): Promise<Float32Array> {
-  const elem: MatElement = b instanceof Float32Array ? 'float32' : b instanceof Uint16Array ? 'float16' : 'int8';
+  const aElem = elemOf(a);
+  const bElem = elemOf(b);
   if (a.length !== aRows * dim || b.length !== bRows * dim) invalidArgument('matmulTransB: buffer sizes do not match the shapes');
   if (out !== undefined && out.length !== aRows * bRows) invalidArgument('matmulTransB: output buffer size does not match the shape');
   if (aRows === 0 || bRows === 0) return out ?? new Float32Array(aRows * bRows);
-  const s = await session(elem, threadsOf(options));
+  const s = await session(aElem, bElem, threadsOf(options));
   const feeds = {
-    a: new ort.Tensor('float32', a, [aRows, dim]),
-    b: new ort.Tensor(elem, b, [bRows, dim]),
+    a: new ort.Tensor(aElem, a, [aRows, dim]),
+    b: new ort.Tensor(bElem, b, [bRows, dim]),
   };
   if (out === undefined) return (await s.run(feeds)).c.data as Float32Array;
   await s.run(feeds, { c: new ort.Tensor('float32', out, [aRows, bRows]) });
