@@ -15,7 +15,9 @@
  *    streaming (never the whole corpus in memory); index size on disk.
  * 2. load + search: M3Index.load (readOnly) time and RSS after load; the first query; hybrid
  *    search (k 10, fetchK 100, all three modes) median / p95 over the query set once the page
- *    cache is warm (second and third passes), and dense-only / sparse-only for reference.
+ *    cache is warm (second and third passes) at the default rerank depth, and dense-only /
+ *    sparse-only for reference; exact rescoring of every candidate (rerankDepth 200) and how
+ *    often depths 10 / 20 / 40 / 100 give its top 10.
  * 3. add: 1,000 passages added and committed to that index; bytes written (the process's
  *    /proc/self/io write_bytes, checkpoint at close included) against the index size.
  * 4. legacy: the pre-database M3Index (bench/lib/legacy-m3-index.ts: everything in memory, each
@@ -212,6 +214,30 @@ async function searchRounds(index: { search: M3Index['search']; searchDense: M3I
       (round === 0 ? cold : warm).push(performance.now() - t);
     }
   }
+  // The ColBERT rerank depth (default DEFAULT_RERANK_DEPTH): latency of exact rescoring of every
+  // candidate (rerankDepth 2·fetchK) and the agreement of other depths' top 10 with it.
+  const exactTimes: number[] = [];
+  const depths = [10, 20, 40, 100];
+  const agree = new Map(depths.map((d) => [d, { identicalTop10: 0, top10Overlap: 0, sameFirstHit: 0 }]));
+  for (const q of queries) {
+    t = performance.now();
+    const exact = (await index.search(q, { k: 10, fetchK: 100, rerankDepth: 200 })).map((r) => r.id);
+    exactTimes.push(performance.now() - t);
+    const want = new Set(exact);
+    for (const d of depths) {
+      const got = (await index.search(q, { k: 10, fetchK: 100, rerankDepth: d })).map((r) => r.id);
+      const a = agree.get(d) as { identicalTop10: number; top10Overlap: number; sameFirstHit: number };
+      if (JSON.stringify(got) === JSON.stringify(exact)) a.identicalTop10++;
+      if (got[0] === exact[0]) a.sameFirstHit++;
+      a.top10Overlap += got.filter((id) => want.has(id)).length / Math.max(1, exact.length);
+    }
+  }
+  const rerankDepth = {
+    exactAllCandidates: stats(exactTimes),
+    agreementWithExact: Object.fromEntries(
+      [...agree].map(([d, a]) => [d, { identicalTop10: a.identicalTop10 / queries.length, sameFirstHit: a.sameFirstHit / queries.length, top10Overlap: a.top10Overlap / queries.length }]),
+    ),
+  };
   const dense: number[] = [];
   const sparse: number[] = [];
   for (const q of queries) {
@@ -222,7 +248,7 @@ async function searchRounds(index: { search: M3Index['search']; searchDense: M3I
     await index.searchSparse(q, { k: 10 });
     sparse.push(performance.now() - t);
   }
-  return { firstQueryMs, hybridFirstPass: stats(cold), hybridWarm: stats(warm), dense: stats(dense), sparse: stats(sparse) };
+  return { firstQueryMs, hybridFirstPass: stats(cold), hybridWarm: stats(warm), dense: stats(dense), sparse: stats(sparse), rerankDepth };
 }
 
 // ------------------------------------------------------------------------------------------------
