@@ -246,7 +246,7 @@ describe('crafted index files fail before allocating what they claim', () => {
       [{ vocabSize: 2 ** 40 }, /invalid meta field vocabSize/],
       [{ vocabSize: 3 }, /row 1: sparse token ids must ascend strictly below 3/],
       [{ colbertPrecision: 'fp64' }, /invalid meta field colbertPrecision/],
-      [{ colbertPrecision: 'none' }, /2 ColBERT rows for 2 documents/],
+      [{ colbertPrecision: 'none' }, /2 ColBERT rows for 2 documents of an index without ColBERT vectors/],
       [{ batchSize: 2 ** 40 }, /invalid meta field batchSize/],
       [{ maxLength: 0 }, /invalid meta field maxLength/],
       [{ count: -1 }, /invalid meta field count/],

@@ -346,6 +346,15 @@ const codeOf = (code: string) => (e: unknown) => e instanceof M3Error && e.code 
       f = copyDir(a.dir, join(tmp, 'd5'));
       edit(f, `DELETE FROM texts WHERE rid = 3`);
       await assert.rejects(M3Index.load(join(tmp, 'd5')), isInvalid(f));
+      // A ColBERT row removed: the load does not scan the ColBERT table, the first search that
+      // reranks the document refuses it (never a silently dropped candidate), others still work.
+      f = copyDir(a.dir, join(tmp, 'd5c'));
+      edit(f, `DELETE FROM colbert WHERE rid = (SELECT rid FROM docs WHERE id = 'doc-7')`);
+      const lost = await M3Index.load(join(tmp, 'd5c'), { readOnly: true });
+      await assert.rejects(lost.rescore(encoder.encodeOne('apple', all), ['doc-2', 'doc-7']), (e: unknown) => isInvalid(f)(e) && /has no ColBERT vectors/.test((e as Error).message));
+      assert.equal((await lost.rescore(encoder.encodeOne('apple', all), ['doc-2'])).length, 1);
+      await assert.rejects(lost.search(encoder.encodeOne('apple', all), { k: 20, fetchK: 20, rerankDepth: 20 }), isInvalid(f));
+      await lost.close();
       // A dense blob of the wrong size (with a matching checksum, as a crafted file would have) is refused before use.
       f = copyDir(a.dir, join(tmp, 'd6'));
       edit(f, `UPDATE docs SET dense = zeroblob(8) WHERE id = 'doc-2'`);

@@ -223,6 +223,7 @@ interface Statements {
   logDeletion: Stmt;
   getText: Stmt;
   getColbert: Stmt;
+  hasDoc: Stmt;
 }
 
 function prepare(db: Db): Statements {
@@ -236,6 +237,7 @@ function prepare(db: Db): Statements {
     logDeletion: db.prepare('INSERT INTO deletions(rid) VALUES (?)'),
     getText: db.prepare('SELECT text, crc FROM texts WHERE rid = ?'),
     getColbert: db.prepare('SELECT data, crc FROM colbert WHERE rid = ?'),
+    hasDoc: db.prepare('SELECT 1 FROM docs WHERE rid = ?').pluck(true),
   };
 }
 
@@ -1080,7 +1082,19 @@ export class M3Index implements M3Store {
     } catch (err) {
       sqliteError(this.file, err, 'reading ColBERT vectors');
     }
-    if (!row) return undefined;
+    if (!row) {
+      // Deleted meanwhile (the docs row goes in the same commit; rids are never reused), or
+      // missing from a damaged file, which the load does not scan for (it would read a b-tree
+      // leaf per ColBERT row): a document whose row is still there has lost its vectors.
+      let live: unknown;
+      try {
+        live = this.stmts.hasDoc.get(rid);
+      } catch (err) {
+        sqliteError(this.file, err, 'reading ColBERT vectors');
+      }
+      if (live !== undefined) throw new M3Error('INDEX_INVALID', `${this.file}: row ${rid} has no ColBERT vectors (damaged or edited; rebuild the index)`, { file: this.file });
+      return undefined;
+    }
     if (this.crc.colbert(rid, row.data) !== row.crc) throw new M3Error('INDEX_INVALID', `${this.file}: the ColBERT vectors of row ${rid} fail their checksum (edited, damaged or from another index)`, { file: this.file });
     try {
       return this.codec.view(row.data);
@@ -1227,8 +1241,8 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
 }
 
 // How many rows `table` has, and whether their rids are exactly `rids` (ascending): one pass
-// over the table's b-tree, never its overflow pages (a ColBERT row is ~256 KB).
-function matchRids(db: Db, table: 'texts' | 'colbert', rids: readonly number[]): { rows: number; same: boolean } {
+// over the table's b-tree.
+function matchRids(db: Db, table: 'texts', rids: readonly number[]): { rows: number; same: boolean } {
   let rows = 0;
   let same = true;
   for (const rid of db.prepare(`SELECT rid FROM ${table} ORDER BY rid`).pluck(true).iterate() as IterableIterator<number>) {
@@ -1250,11 +1264,15 @@ function loadMirror(db: Db, file: string, meta: IndexMeta, threads: { intraOpNum
     m.dense.reserve(Math.min(meta.count, Math.floor(fileBytes / (4 * meta.dim))));
     const { n, rids } = readDocRows(db, file, meta, crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs ORDER BY rid', [], true);
     if (n !== meta.count) throw new M3Error('INDEX_INVALID', `${file}: ${n} documents, the index records ${meta.count}`, { file });
-    // Every document has its text and (unless 'none') its ColBERT row, and no other row exists.
+    // Every document has its text, and no other text exists.
     const texts = matchRids(db, 'texts', rids);
     if (!texts.same) throw new M3Error('INDEX_INVALID', `${file}: ${texts.rows} texts for ${n} documents, not one per document`, { file });
-    const colbert = matchRids(db, 'colbert', meta.colbertPrecision === 'none' ? [] : rids);
-    if (!colbert.same) throw new M3Error('INDEX_INVALID', `${file}: ${colbert.rows} ColBERT rows for ${n} documents, not one per document`, { file });
+    // Without ColBERT vectors the table must be empty. With them, a missing row is found when it
+    // is read (see readColbert): checking here would read a b-tree leaf per ColBERT row.
+    if (meta.colbertPrecision === 'none') {
+      const colbert = (db.prepare('SELECT count(*) FROM colbert').pluck(true).get() as number) ?? 0;
+      if (colbert !== 0) throw new M3Error('INDEX_INVALID', `${file}: ${colbert} ColBERT rows for ${n} documents of an index without ColBERT vectors`, { file });
+    }
     const last = db.prepare('SELECT max(seq) AS seq FROM deletions').get() as { seq: number | null };
     m.lastDeletion = Math.max(last.seq ?? 0, meta.deletionsTrimmed);
   };
