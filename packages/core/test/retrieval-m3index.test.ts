@@ -396,5 +396,26 @@ const codeOf = (code: string) => (e: unknown) => e instanceof M3Error && e.code 
       await index.close();
       assert.equal((await M3Index.load(dir)).size, 25);
     });
+
+    test('two loads migrating one old directory at once: one migrates under the writer lock, the other waits and then loads its database (nothing migrated twice, no write lost)', async () => {
+      const encoder = new FakeEncoder();
+      const dir = join(tmp, 'legacy-race');
+      const legacy = await LegacyM3Index.create({ encoder });
+      await legacy.add(corpus(12, 4));
+      await legacy.save(dir);
+      const loads = [M3Index.load(dir, { encoder, lockTimeoutMs: 20_000 }), M3Index.load(dir, { encoder, lockTimeoutMs: 20_000 })];
+      // Whichever takes the lock migrates and keeps it as the index's writer; the other waits.
+      const done = await Promise.race(loads.map((p, i) => p.then((index) => ({ index, i }))));
+      const a = done.index;
+      assert.deepEqual(readdirSync(dir).filter((n) => n === 'CURRENT' || n.startsWith('gen-')), []);
+      // Written after the migration: the waiting load must see it, not a second migration of the old files.
+      await a.add([{ id: 'after-migration', text: 'apple river written by the first' }]);
+      await a.close();
+      const b = await loads[1 - done.i];
+      assert.equal(b.size, 13);
+      assert.equal((await b.get('after-migration'))?.text, 'apple river written by the first');
+      await b.close();
+      assert.deepEqual(readdirSync(dir).filter((n) => n === 'CURRENT' || n.startsWith('gen-')), []);
+    });
   });
 }

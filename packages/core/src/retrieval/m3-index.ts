@@ -435,8 +435,41 @@ export class M3Index implements M3Store {
 
   // A directory of the pre-database layout: read it with the old loaders, write the database
   // beside it (atomically, under the writer lock) and remove the old files.
+  // Migration runs under the directory's writer lock, taken before the old files are read: a
+  // second process loading the same directory meanwhile waits for the lock (lockTimeoutMs) or
+  // gets INDEX_LOCKED, then finds the database and loads it, instead of migrating again over
+  // the first one's writes. A reader migrates in memory only and takes no lock; if the old files
+  // vanish under it (another process just migrated), it loads the database instead.
   private static async migrate(dir: string, options: M3IndexLoadOptions): Promise<M3Index> {
-    const legacy = await readLegacyIndex(dir);
+    const file = join(dir, DB_FILE);
+    let lock: WriterLock | undefined;
+    if (options.readOnly !== true) {
+      lock = await WriterLock.acquireAsync(dir, checkLockTimeout(options.lockTimeoutMs));
+      if (existsSync(file)) {
+        lock.release();
+        return M3Index.load(dir, options);
+      }
+    }
+    try {
+      let legacy: Awaited<ReturnType<typeof readLegacyIndex>>;
+      try {
+        legacy = await readLegacyIndex(dir);
+      } catch (err) {
+        if (!lock && existsSync(file)) return M3Index.load(dir, options);
+        throw err;
+      }
+      const index = await M3Index.migrateRows(dir, legacy, options);
+      if (!lock) return index;
+      const held = lock;
+      lock = undefined; // saveTo owns it now: kept by the index, or released on failure
+      await index.saveTo(dir, held);
+      return index;
+    } finally {
+      lock?.release();
+    }
+  }
+
+  private static async migrateRows(dir: string, legacy: Awaited<ReturnType<typeof readLegacyIndex>>, options: M3IndexLoadOptions): Promise<M3Index> {
     checkEncoderMatches(options.encoder, legacy, dir, join(dir, 'CURRENT'));
     const db = createTemporaryDatabase();
     const meta = initDatabase(db, { modelId: legacy.modelId, dim: legacy.dim, vocabSize: legacy.vocabSize, colbertPrecision: legacy.colbertPrecision, maxLength: legacy.maxLength, batchSize: options.batchSize ?? 32 }, false);
@@ -457,9 +490,6 @@ export class M3Index implements M3Store {
       }
     }
     index.commitRows(rows);
-    if (options.readOnly === true) return index;
-    await index.saveTo(dir);
-    await removeLegacyFiles(dir);
     return index;
   }
 
@@ -879,7 +909,8 @@ export class M3Index implements M3Store {
     return this.saveTo(dir);
   }
 
-  private saveTo(dir: string): Promise<void> {
+  // `held`: the caller already holds dir's writer lock (a migration), which this takes over.
+  private saveTo(dir: string, held?: WriterLock): Promise<void> {
     return this.writes.run(async () => {
       if (this.home !== undefined && isSameDir(this.home, dir)) {
         await this.takeLock();
@@ -895,7 +926,7 @@ export class M3Index implements M3Store {
       } catch (err) {
         throw new M3Error('INVALID_ARGUMENT', `cannot create the index directory ${dir}: ${(err as Error).message}`, { file: dir, cause: err });
       }
-      const lock = await WriterLock.acquireAsync(dir, this.lockTimeoutMs);
+      const lock = held ?? (await WriterLock.acquireAsync(dir, this.lockTimeoutMs));
       let keep = false;
       try {
         removeTemporaryFiles(dir);
