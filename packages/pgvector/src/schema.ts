@@ -19,11 +19,27 @@
  *
  * Creation under concurrency: every creation step (extension, tables, indexes, meta row) runs in
  * one transaction holding one advisory lock of the database, so concurrent connects create each
- * object once. Waiting on an advisory lock does not refresh a session's catalog view: the first
- * catalog lookup after the wait may still miss what the lock's previous holder created (measured
- * on PostgreSQL 15: "table exists but has no _meta", duplicate-key errors on pg_extension). So
- * a creation attempt that sees such a half-state, or fails on a duplicate object, is retried in a
- * NEW transaction (which reads the catalog afresh), a bounded number of times.
+ * object once. What a session sees of the catalog after waiting for that lock, in PostgreSQL's
+ * terms:
+ *
+ * - the previous holder's commit is visible to every snapshot taken after the lock is granted:
+ *   a committing backend makes its transaction visible (ProcArrayEndTransaction) and sends its
+ *   catalog invalidations before it releases its locks;
+ * - in READ COMMITTED each statement takes a new snapshot, so a plain query of pg_class or
+ *   pg_extension issued after the lock statement reads the catalog as committed then;
+ * - but name lookups (`to_regclass`, `regclass` casts) go through the backend's catalog caches,
+ *   which also cache "no such relation". Those caches are brought up to date only when the
+ *   backend processes the invalidation queue: at transaction start, and when it acquires a lock
+ *   on a relation — not when it acquires an advisory lock. A `to_regclass` right after
+ *   `pg_advisory_xact_lock` therefore returns NULL for a table the previous holder created if
+ *   this session had looked the name up (and missed) before waiting: reproduced on 15.18 (test
+ *   "the catalog after the lock" in store.server.test.ts), and the cause of the measured
+ *   "table exists but has no _meta" and duplicate-object failures.
+ *
+ * So every existence check here is a query of pg_class / pg_namespace (the statement's own
+ * snapshot, and opening pg_class processes the invalidation queue), never a cache lookup. The
+ * retry of a creation attempt that still sees a half-state or fails on a duplicate object, in a
+ * NEW transaction, stays as a bounded safety net (schema changes made outside this lock).
  */
 import { M3Error } from '@bgem3/core';
 import { serverMessage, sqlState } from './retry.js';
@@ -164,10 +180,26 @@ interface MetaRow {
   sparse_index?: string;
 }
 
-/** True when the relation exists (tables are looked up through the search_path when unqualified). */
-async function exists(db: SqlQueryable, relation: string): Promise<boolean> {
-  const rows = await db.query<{ r: string | null }>('SELECT to_regclass($1)::text AS r', [relation]);
-  return rows[0]?.r != null;
+/**
+ * True when the relation `<table><suffix>` exists: in its schema when qualified, else in a
+ * schema of the search path (where the unqualified name resolves). Read from pg_class with the statement's snapshot, not through the catalog caches (see the
+ * file comment: after waiting for the lock, a cached miss can be stale).
+ */
+export async function relationExists(db: SqlQueryable, table: TableName, suffix = ''): Promise<boolean> {
+  const name = table.name + suffix;
+  const rows =
+    table.schema !== undefined
+      ? await db.query(
+          `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = $1 AND n.nspname = $2`,
+          [name, table.schema],
+        )
+      : await db.query(
+          // In any schema of the path (temporary and pg_catalog included): where a name lookup finds it.
+          `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = $1 AND n.nspname = ANY(pg_catalog.current_schemas(true)) LIMIT 1`,
+          [name],
+        );
+  return rows.length > 0;
 }
 
 /**
@@ -177,8 +209,8 @@ async function exists(db: SqlQueryable, relation: string): Promise<boolean> {
  */
 export async function readMeta(db: SqlQueryable, table: TableName): Promise<StoreMeta | undefined> {
   const metaTable = qualified(table, '_meta');
-  if (!(await exists(db, metaTable))) {
-    if (await exists(db, qualified(table))) {
+  if (!(await relationExists(db, table, '_meta'))) {
+    if (await relationExists(db, table)) {
       throw new M3Error(
         'INDEX_INVALID',
         `table ${qualified(table)} exists but has no ${metaTable}: it is not a @bgem3/pgvector store (choose another table name)`,
@@ -190,7 +222,7 @@ export async function readMeta(db: SqlQueryable, table: TableName): Promise<Stor
   const rows = await db.query<{ m: MetaRow | string }>(`SELECT to_jsonb(m) AS m FROM ${metaTable} m`);
   const r = typeof rows[0]?.m === 'string' ? (JSON.parse(rows[0].m) as MetaRow) : (rows[0]?.m as MetaRow | undefined);
   if (!r) throw new M3Error('INDEX_INVALID', `${metaTable} is empty: the store's schema creation did not finish; drop both tables and create the store again`);
-  if (!(await exists(db, qualified(table)))) throw new M3Error('INDEX_INVALID', `${metaTable} exists but table ${qualified(table)} does not`);
+  if (!(await relationExists(db, table))) throw new M3Error('INDEX_INVALID', `${metaTable} exists but table ${qualified(table)} does not`);
   return {
     schemaVersion: Number(r.schema_version),
     modelId: r.model_id,
@@ -211,6 +243,8 @@ export interface SchemaRequest {
   withIndexes: boolean;
   /** Create the extension when missing. */
   createExtension: boolean;
+  /** Called before each retry of the locked creation transaction (tests count them: there should be none). */
+  onRetry?: (err: unknown) => void;
 }
 
 /** Attempts of the locked creation transaction (see the file comment). */
@@ -257,6 +291,7 @@ export async function ensureSchema(client: SqlClient, table: TableName, request:
       // A half-created state or a duplicate seen through a stale catalog: read it afresh.
       const stale = isDuplicateObject(err) || (err instanceof M3Error && err.code === 'INDEX_INVALID' && /has no|vanished|is empty|does not$/.test(err.message));
       if (!stale || attempt >= CREATE_ATTEMPTS) throw err;
+      request.onRetry?.(err);
       await new Promise((resolve) => setTimeout(resolve, 20 * attempt * Math.random()));
     }
   }
