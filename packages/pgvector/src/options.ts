@@ -80,6 +80,16 @@ export interface PgM3StoreOptions {
    * MaxSim (their M3 All score is exact).
    */
   rerankDepth?: number;
+  /**
+   * How the ColBERT bytes of the reranked candidates travel (default `'copy'` when the client
+   * can, as `pgClient` can): `'copy'` reads them with `COPY … TO STDOUT (FORMAT binary)`, raw
+   * bytes on the wire, split over up to `colbertConnections` connections and scored group by
+   * group as they arrive; `'base64'` selects them as base64 text in the ranking statement (the
+   * only way on PGlite). Both give the same scores (see the README, "ColBERT only for the top R").
+   */
+  colbertTransfer?: 'copy' | 'base64';
+  /** Connections one search may use at once to read ColBERT bytes by COPY (default {@link DEFAULT_COLBERT_CONNECTIONS}, at most the pool's size). */
+  colbertConnections?: number;
   /** onnxruntime threads of the ColBERT MaxSim (default: all cores). */
   intraOpNumThreads?: number;
   /**
@@ -121,6 +131,8 @@ export { DEFAULT_RERANK_DEPTH } from '@bgem3/core';
  * "postingsPerToken"; see the README).
  */
 export const DEFAULT_POSTINGS_PER_TOKEN = 2000;
+/** Default {@link PgM3StoreOptions.colbertConnections} (chosen by measurement, see the README). */
+export const DEFAULT_COLBERT_CONNECTIONS = 2;
 /** A bound on one INSERT statement's payload (ColBERT bytes dominate) and its parameters (≤ 65,535). */
 export const MAX_STATEMENT_BYTES = 32 * 1024 * 1024;
 

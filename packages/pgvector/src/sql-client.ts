@@ -31,6 +31,16 @@ export interface SqlClient extends SqlQueryable {
    */
   readonly byteaFormat?: 'binary' | 'text';
   /**
+   * Runs `COPY (<select>) TO STDOUT (FORMAT binary)` (`sql` is the whole COPY statement, with no
+   * parameters: COPY takes none) and calls `onRow` with each row's fields as raw bytes (NULL:
+   * null), in the server's binary format: a `bytea` arrives as its bytes, not as hex or base64
+   * text. The buffers are valid only during the call (the driver reuses its read buffer): copy
+   * what you keep. Optional: without it the store reads ColBERT bytes as base64 text.
+   */
+  copyBinary?(sql: string, onRow: (fields: readonly (Buffer | null)[]) => void): Promise<void>;
+  /** How many statements the client runs at once, on separate connections (a pool: its size; default 1). */
+  readonly parallelism?: number;
+  /**
    * Runs `fn` inside BEGIN … COMMIT on one connection (ROLLBACK if it throws) and resolves to
    * its result. Statements of `fn` must go through the `tx` it receives.
    */
@@ -72,29 +82,34 @@ export function pgClient(db: PgPoolLike | PgClientLike): SqlClient {
     (db.on as (event: 'error', listener: (err: Error) => void) => unknown)('error', () => undefined);
   }
   if (isPool(db)) {
+    /** Checks out a connection for `fn`; one that failed on its socket is destroyed, not reused. */
+    const withConnection = async <T>(fn: (conn: PoolClient) => Promise<T>): Promise<T> => {
+      const conn: PoolClient = await db.connect();
+      let broken: Error | undefined;
+      // The pool stops listening for 'error' on a checked-out connection: without a listener of
+      // our own, a socket dropped mid-transaction would be an uncaught exception. The failing
+      // statement rejects anyway; the listener only marks the connection as unusable.
+      const onError = (err: Error) => (broken ??= err);
+      conn.on('error', onError);
+      try {
+        return await fn(conn);
+      } catch (err) {
+        // A connection-level failure: destroy the connection instead of returning it to the pool.
+        if (isConnectionError(err)) broken ??= err as Error;
+        throw err;
+      } finally {
+        conn.off('error', onError);
+        conn.release(broken);
+      }
+    };
+    const size = (db as { options?: { max?: unknown } }).options?.max;
     return {
+      parallelism: typeof size === 'number' && Number.isSafeInteger(size) && size > 0 ? size : 10,
+      copyBinary: (sql, onRow) => withConnection((conn) => copyBinaryOn(conn, sql, onRow)),
       async query<R extends SqlRow>(text: string, params: readonly unknown[] = []): Promise<R[]> {
         return (await db.query(text, params as unknown[])).rows as R[];
       },
-      async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
-        const conn: PoolClient = await db.connect();
-        let broken: Error | undefined;
-        // The pool stops listening for 'error' on a checked-out connection: without a listener of
-        // our own, a socket dropped mid-transaction would be an uncaught exception. The failing
-        // statement rejects anyway; the listener only marks the connection as unusable.
-        const onError = (err: Error) => (broken ??= err);
-        conn.on('error', onError);
-        try {
-          return await runTransaction(pgQueryable(conn), fn);
-        } catch (err) {
-          // A connection-level failure: destroy the connection instead of returning it to the pool.
-          if (isConnectionError(err)) broken ??= err as Error;
-          throw err;
-        } finally {
-          conn.off('error', onError);
-          conn.release(broken);
-        }
-      },
+      transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> => withConnection((conn) => runTransaction(pgQueryable(conn), fn)),
     };
   }
   // One connection: a promise-chain mutex keeps a transaction's statements together.
@@ -106,6 +121,8 @@ export function pgClient(db: PgPoolLike | PgClientLike): SqlClient {
     return run;
   };
   return {
+    parallelism: 1,
+    copyBinary: (sql, onRow) => exclusive(() => copyBinaryOn(db as PgClientLike, sql, onRow)),
     query: <R extends SqlRow>(text: string, params: readonly unknown[] = []) => exclusive(() => conn.query<R>(text, params)),
     transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>) => exclusive(() => runTransaction(conn, fn)),
   };
@@ -117,6 +134,119 @@ function pgQueryable(c: Pick<Client, 'query'>): SqlQueryable {
       return (await c.query(text, params as unknown[])).rows as R[];
     },
   };
+}
+
+/** The signature and fixed header fields of PostgreSQL's binary COPY format. */
+const COPY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+/**
+ * A parser of PostgreSQL's binary COPY stream (header, then per row an int16 field count and
+ * per field an int32 length, -1 for NULL, and the bytes; a field count of -1 ends the stream),
+ * fed the CopyData chunks in order. The server sends one row per CopyData message, so rows are
+ * normally parsed in place; a row split over chunks is reassembled.
+ */
+export class BinaryCopyParser {
+  private pending: Buffer | undefined;
+  private headerDone = false;
+  /** True once the trailer was read. */
+  ended = false;
+
+  constructor(private readonly onRow: (fields: readonly (Buffer | null)[]) => void) {}
+
+  push(chunk: Buffer): void {
+    const b = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    let o = 0;
+    if (!this.headerDone) {
+      if (b.length < 19) return void (this.pending = b);
+      if (!b.subarray(0, 11).equals(COPY_SIGNATURE)) throw new Error('COPY BINARY: the stream does not start with the PGCOPY signature');
+      const extension = b.readUInt32BE(15);
+      if (b.length < 19 + extension) return void (this.pending = b);
+      o = 19 + extension;
+      this.headerDone = true;
+    }
+    while (!this.ended && b.length - o >= 2) {
+      const n = b.readInt16BE(o);
+      if (n === -1) {
+        this.ended = true;
+        o += 2;
+        break;
+      }
+      let p = o + 2;
+      const fields: (Buffer | null)[] = [];
+      for (let i = 0; i < n; i++) {
+        if (b.length - p < 4) break;
+        const len = b.readInt32BE(p);
+        if (len === -1) {
+          fields.push(null);
+          p += 4;
+          continue;
+        }
+        if (b.length - p - 4 < len) break;
+        fields.push(b.subarray(p + 4, p + 4 + len));
+        p += 4 + len;
+      }
+      if (fields.length < n) break; // the rest of this row is in the next chunk
+      this.onRow(fields);
+      o = p;
+    }
+    // A partial row is kept as a copy: the driver reuses its read buffer.
+    if (o < b.length) this.pending = Buffer.from(b.subarray(o));
+  }
+}
+
+/**
+ * Runs a COPY … TO STDOUT (FORMAT binary) on one `pg` connection: a "submittable" (the interface
+ * of pg-cursor and pg-copy-streams) that sends the statement with the simple query protocol and
+ * receives the CopyData messages, which `pg` hands over as raw bytes. Its DataRow parsing cannot
+ * be used for binary results: it decodes every field as UTF-8 text first.
+ */
+function copyBinaryOn(conn: Pick<Client, 'query'>, sql: string, onRow: (fields: readonly (Buffer | null)[]) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const parser = new BinaryCopyParser(onRow);
+    let failed: unknown;
+    let settled = false;
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      if (err !== undefined) reject(err);
+      else if (!parser.ended) reject(new Error('COPY BINARY: the stream ended without its trailer'));
+      else resolve();
+    };
+    const submittable = {
+      submit(connection: { query(text: string): void }) {
+        connection.query(sql);
+      },
+      handleCopyData(msg: { chunk: Buffer }) {
+        if (failed !== undefined) return;
+        try {
+          parser.push(msg.chunk);
+        } catch (err) {
+          failed = err;
+        }
+      },
+      handleRowDescription() {},
+      handleDataRow() {},
+      handleCommandComplete() {},
+      handleEmptyQuery() {},
+      handlePortalSuspended() {},
+      handleCopyInResponse(connection: { sendCopyFail(msg: string): void }) {
+        connection.sendCopyFail('not a COPY FROM');
+      },
+      // A server error is followed by ReadyForQuery; a connection error is not: settle now.
+      handleError(err: unknown) {
+        settle(err);
+      },
+      handleReadyForQuery() {
+        settle(failed);
+      },
+    };
+    try {
+      (conn.query as unknown as (s: unknown) => unknown)(submittable);
+    } catch (err) {
+      settle(err);
+    }
+  });
 }
 
 async function runTransaction<T>(conn: SqlQueryable, fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {

@@ -6,17 +6,21 @@
  * (store/where.ts, compiled to SQL by where-sql.ts), the weights (scoring/weights.ts) and the
  * ColBERT bytes (store/colbert-codec.ts).
  *
- * A hybrid search is the M3 pipeline split where it runs best, in ONE statement (one round
- * trip, one snapshot):
+ * A hybrid search is the M3 pipeline split where it runs best:
  *
  * 1. first stages: dense top-fetchK from the HNSW index (`ORDER BY dense <#> q`), sparse
  *    top-fetchK from the postings table (exact) or the sparse HNSW index;
  * 2. every candidate of the union gets its exact dense score (the float32 query against the
  *    stored vector) and its exact sparse score (all its weights), computed by pgvector;
- * 3. the candidates are ranked by w_d·dense + w_s·sparse and only the best `rerankDepth` are
- *    returned with their ColBERT bytes (base64 over `pg`: 1.33× the bytes instead of hex's 2×),
- *    scored by MaxSim in the application (core's `maxSimPacked`) and ranked by core's
- *    `m3AllScore` (ties: id). Their M3 All scores are exact.
+ * 3. the candidates are ranked by w_d·dense + w_s·sparse and only the best `rerankDepth` get
+ *    ColBERT: their bytes are read by binary COPY (`pg`: raw bytes, in groups over up to
+ *    `colbertConnections` connections, each group scored as it arrives) or, on PGlite, returned
+ *    by the ranking statement as base64 text; scored by MaxSim in the application (core's
+ *    `maxSimPacked`) and ranked by core's `m3AllScore` (ties: id). Their M3 All scores are exact.
+ *
+ * Steps 1–3 up to the ColBERT bytes are ONE statement (one round trip, one snapshot). The COPY
+ * that follows checks each row's version (xmin) against the one ranked; a row changed or
+ * deleted in between makes the search run again as one statement, so no result mixes versions.
  *
  * `<#>` is pgvector's NEGATIVE inner product (smaller is closer). An HNSW scan returns at most
  * `hnsw.ef_search` rows, so every search sets it (transaction-locally) to at least the number
@@ -66,6 +70,7 @@ import { parseTableName, qualified, type TableName } from './identifiers.js';
 import {
   invalidArgument,
   DEFAULT_POSTINGS_PER_TOKEN,
+  DEFAULT_COLBERT_CONNECTIONS,
   DEFAULT_RERANK_DEPTH,
   DEFAULT_TABLE,
   MAX_EF_SEARCH,
@@ -111,6 +116,9 @@ interface CandidateRow extends SqlRow {
   dense: number;
   sparse: number;
   colbert?: Uint8Array | string | null;
+  /** The row's rowid and xmin (its version), as text: what a binary COPY of its ColBERT bytes checks. */
+  rowid?: string;
+  xmin?: string;
 }
 
 /**
@@ -176,6 +184,8 @@ export class PgM3Store implements M3Store {
   private readonly iterative: boolean;
   private readonly hnsw: Required<HnswParams>;
   private readonly colbertSql: string;
+  private readonly colbertCopy: boolean;
+  private readonly colbertConnections: number;
   private readonly writes = new WriteSequencer();
   private closed = false;
 
@@ -207,11 +217,15 @@ export class PgM3Store implements M3Store {
     // Iterative index scans (keep scanning until enough rows pass a filter) arrived in 0.8.0.
     this.iterative = versionAtLeast(version, '0.8.0');
     this.hnsw = hnsw;
-    // ColBERT bytes as base64 text unless the driver receives bytea as bytes: 1.33× the bytes,
-    // where `pg` and PGlite receive bytea as hex, 2× (measured, 40 real-size int8 rows: pg 161
-    // against 239 ms; PGlite 44–228 ms against 2.2 s). pg's per-query binary format is not an
-    // option: with bind parameters pg 8 decodes the binary result as text.
+    // ColBERT bytes in a statement: base64 text unless the driver receives bytea as bytes (1.33×
+    // the bytes, where `pg` and PGlite receive bytea as hex, 2×). pg's per-query binary result
+    // format is not an option: pg-protocol decodes every DataRow field as UTF-8 text, which
+    // corrupts binary values. So over `pg` the bytes come by binary COPY (see maxSimByCopy):
+    // 40 real-size int8 rows in 16 ms against 68 ms as base64, whose server-side encoding alone
+    // took 27 ms (bench/pgvector.bench.ts, breakdown).
     this.colbertSql = client.byteaFormat === 'binary' ? 't.colbert' : `encode(t.colbert, 'base64')`;
+    this.colbertCopy = (options.colbertTransfer ?? 'copy') === 'copy' && typeof client.copyBinary === 'function';
+    this.colbertConnections = Math.max(1, Math.min(options.colbertConnections ?? DEFAULT_COLBERT_CONNECTIONS, client.parallelism ?? 1));
   }
 
   /**
@@ -236,7 +250,8 @@ export class PgM3Store implements M3Store {
     if (options.sparseIndex !== undefined && options.sparseIndex !== 'postings' && options.sparseIndex !== 'hnsw') invalidArgument(`sparseIndex must be 'postings' or 'hnsw', got ${String(options.sparseIndex)}`);
     if (options.sparseIndexNnz !== undefined && options.sparseIndex === 'postings') invalidArgument("sparseIndexNnz applies to sparseIndex 'hnsw' only (the postings keep every weight)");
     checkPositiveInt(options.sparseIndexNnz, 'sparseIndexNnz', 0, HNSW_SPARSE_MAX_NNZ);
-    for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth'] as const) checkPositiveInt(options[key], key, 0);
+    for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth', 'colbertConnections'] as const) checkPositiveInt(options[key], key, 0);
+    if (options.colbertTransfer !== undefined && options.colbertTransfer !== 'copy' && options.colbertTransfer !== 'base64') invalidArgument(`colbertTransfer must be 'copy' or 'base64', got ${String(options.colbertTransfer)}`);
     checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
     checkPostingsPerToken(options.postingsPerToken);
     if (options.modelId !== undefined && typeof options.modelId !== 'string') invalidArgument('modelId must be a string');
@@ -653,8 +668,16 @@ export class PgM3Store implements M3Store {
     if (!this.codec && wc > 0) invalidArgument(`this store keeps no ColBERT vectors (colbertPrecision 'none'): use weights with colbert 0, e.g. [${wd}, ${ws}, 0]`);
     const useColbert = wc > 0;
     const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
-    const n = o.fetchK;
+    // A row that changed between the ranking statement and its binary COPY: the search again,
+    // in one statement (one snapshot).
+    return (await this.hybrid(q, o, options, depth, this.colbertCopy)) ?? (this.hybrid(q, o, options, depth, false) as Promise<M3SearchResult[]>);
+  }
 
+  /** The search of {@link search} with the ColBERT bytes read inline or by binary COPY; undefined when a COPY found a row changed. */
+  private async hybrid(q: EncodeResult, o: ReturnType<typeof checkSearchOptions>, options: PgM3SearchOptions, depth: number, copy: boolean): Promise<M3SearchResult[] | undefined> {
+    const [wd, ws, wc] = o.weights;
+    const useColbert = wc > 0;
+    const n = o.fetchK;
     const params: unknown[] = [formatDense(q.dense as Float32Array), formatSparse(q.sparse as SparseVector, this.vocabSize), n];
     const exactDense = this.denseType === 'vector' ? '$1::vector' : `$${params.push(params[0])}::vector`;
     const filtered = o.where !== undefined;
@@ -665,13 +688,13 @@ export class PgM3Store implements M3Store {
     const rankAll = o.filter !== undefined || wd + ws === 0;
     const limit = rankAll ? '' : `LIMIT $${params.push(useColbert ? depth : o.k)}`;
     const partial = `$${params.push(wd)}::float8 * c.dense + $${params.push(ws)}::float8 * c.sparse`;
-    const withColbert = useColbert && !rankAll;
+    const inline = useColbert && !rankAll && !copy;
     const sql = `WITH d AS (SELECT id FROM ${this.t} WHERE ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $3),
       s AS (${sparseStage}),
       c AS (SELECT t.id, -(t.dense::vector <#> ${exactDense}) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $2::sparsevec) AS sparse
             FROM ${this.t} t WHERE t.id IN (SELECT id FROM d UNION SELECT id FROM s)),
       r AS (SELECT c.id, c.dense, c.sparse, ${partial} AS partial FROM c ORDER BY partial DESC, c.id COLLATE "C" ${limit})
-      SELECT r.id, r.dense, r.sparse, r.partial, t.text, t.metadata${withColbert ? `, ${this.colbertSql} AS colbert` : ''}
+      SELECT r.id, r.dense, r.sparse, r.partial, t.text, t.metadata${inline ? `, ${this.colbertSql} AS colbert` : ''}${copy ? ', t.rowid::text AS rowid, t.xmin::text AS xmin' : ''}
       FROM r JOIN ${this.t} t ON t.id = r.id ORDER BY r.partial DESC, r.id COLLATE "C"`;
     let rows = await this.read<CandidateRow>(n, options.efSearch, filtered, sql, params);
     if (o.filter) {
@@ -680,15 +703,74 @@ export class PgM3Store implements M3Store {
     }
     if (rows.length === 0) return [];
     if (!useColbert) return this.ranked(rows, new Float64Array(rows.length), o.weights).slice(0, o.k);
-    if (!withColbert) {
-      // Ranked in full above: the best `depth` (by partial, or all when only ColBERT counts) get ColBERT now.
-      if (wd + ws > 0) rows = rows.slice(0, depth);
+    // Ranked in full above (a function filter, or only ColBERT counts): the best `depth` by
+    // partial score, or all, get ColBERT now.
+    if (rankAll && wd + ws > 0) rows = rows.slice(0, depth);
+    if (copy) {
+      const colbert = await this.maxSimByCopy(q.colbert as ColbertMatrix, rows);
+      if (colbert.some(Number.isNaN)) return undefined;
+      return this.ranked(rows, colbert, o.weights).slice(0, o.k);
+    }
+    if (rankAll) {
       const bytes = await this.fetchColbert(rows.map((r) => r.id));
       rows = rows.filter((r) => bytes.has(r.id)); // deleted meanwhile: dropped, never an error
       rows.forEach((r) => (r.colbert = bytes.get(r.id)));
     }
     const colbert = await this.maxSim(q.colbert as ColbertMatrix, rows);
     return this.ranked(rows, colbert, o.weights).slice(0, o.k);
+  }
+
+  /**
+   * MaxSim of `query` against the ColBERT vectors of `rows` (each with the rowid and xmin the
+   * ranking statement read), fetched by binary COPY: the server sends the bytea bytes as they
+   * are (no base64 encoding, the most expensive step of a base64 read, nor hex), `pg` hands them
+   * over unparsed. The rows are split into groups fetched at once on up to `colbertConnections`
+   * connections (the server reads their TOAST chunks in parallel), and each group is scored as
+   * soon as it has arrived, while the others are still in transit. NaN for a row that is gone or
+   * whose version (xmin) is no longer the one ranked.
+   */
+  private async maxSimByCopy(query: ColbertMatrix, rows: readonly CandidateRow[]): Promise<Float64Array> {
+    const out = new Float64Array(rows.length).fill(Number.NaN);
+    const codec = this.codec as ColbertCodec;
+    const index = new Map(rows.map((r, i) => [String(r.rowid), i]));
+    const copyBinary = this.client.copyBinary as NonNullable<SqlClient['copyBinary']>;
+    // At least ~5 rows per group: below that a statement costs more than it overlaps.
+    const groups = Math.max(1, Math.min(Math.max(2, this.colbertConnections), Math.ceil(rows.length / 5)));
+    const size = Math.ceil(rows.length / groups);
+    let scoring: Promise<unknown> = Promise.resolve();
+    const fetches: Promise<void>[] = [];
+    for (let g = 0; g < rows.length; g += size) {
+      const part = rows.slice(g, g + size);
+      // Integers only (checked): COPY takes no parameters, so the list is a literal.
+      const ids = part.map((r) => {
+        if (!/^[0-9]+$/.test(String(r.rowid))) throw new M3Error('INDEX_INVALID', `rowid ${String(r.rowid)} of ${JSON.stringify(r.id)} is not an integer`);
+        return String(r.rowid);
+      });
+      const sql = `COPY (SELECT rowid, xmin::text, colbert FROM ${this.t} WHERE rowid = ANY('{${ids.join(',')}}'::bigint[])) TO STDOUT (FORMAT binary)`;
+      fetches.push(
+        (async () => {
+          const got: { i: number; bytes: Uint8Array }[] = [];
+          await this.run(async () => {
+            got.length = 0;
+            await copyBinary(sql, (f) => {
+              const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
+              // Copied: the driver reuses the buffer the fields point into.
+              if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) got.push({ i, bytes: new Uint8Array(f[2] ?? new Uint8Array(0)) });
+            });
+          });
+          // One MaxSim at a time (each already uses all cores), in arrival order.
+          const run = scoring.then(async () => {
+            if (got.length === 0) return;
+            const scores = await maxSimPacked(query, codec.pack(got.map((x) => x.bytes)), this.threads);
+            got.forEach((x, k) => (out[x.i] = scores[k]));
+          });
+          scoring = run.catch(() => undefined);
+          await run;
+        })(),
+      );
+    }
+    await Promise.all(fetches);
+    return out;
   }
 
   /** ColBERT bytes of `ids` that exist. */
@@ -725,10 +807,18 @@ export class PgM3Store implements M3Store {
     const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
     if (list.length === 0) return [];
     const params: unknown[] = [list, formatDense(q.dense as Float32Array), formatSparse(q.sparse as SparseVector, this.vocabSize)];
-    const sql = `SELECT t.id, t.text, t.metadata, -(t.dense::vector <#> $2::vector) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $3::sparsevec) AS sparse${useColbert ? `, ${this.colbertSql} AS colbert` : ''}
-         FROM ${this.t} t WHERE t.id = ANY($1::text[])`;
-    const rows = await this.run(() => this.client.query<CandidateRow>(sql, params));
-    const colbert = useColbert ? await this.maxSim(q.colbert as ColbertMatrix, rows) : new Float64Array(rows.length);
+    const select = (copy: boolean) =>
+      `SELECT t.id, t.text, t.metadata, -(t.dense::vector <#> $2::vector) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $3::sparsevec) AS sparse${
+        useColbert && !copy ? `, ${this.colbertSql} AS colbert` : ''
+      }${copy ? ', t.rowid::text AS rowid, t.xmin::text AS xmin' : ''} FROM ${this.t} t WHERE t.id = ANY($1::text[])`;
+    let rows = await this.run(() => this.client.query<CandidateRow>(select(useColbert && this.colbertCopy), params));
+    let colbert: Float64Array = new Float64Array(rows.length);
+    if (useColbert && this.colbertCopy) colbert = await this.maxSimByCopy(q.colbert as ColbertMatrix, rows);
+    if (useColbert && (!this.colbertCopy || colbert.some(Number.isNaN))) {
+      // Inline (or again in one statement: a row changed between the statement and its COPY).
+      if (this.colbertCopy) rows = await this.run(() => this.client.query<CandidateRow>(select(false), params));
+      colbert = await this.maxSim(q.colbert as ColbertMatrix, rows);
+    }
     const results = this.ranked(rows, colbert, o.weights);
     return o.k === undefined ? results : results.slice(0, o.k);
   }

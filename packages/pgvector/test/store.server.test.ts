@@ -1,7 +1,9 @@
 /**
  * Several connections and processes on a real PostgreSQL server, which PGlite (one connection)
- * cannot give: concurrent connects (extension and schema creation), a non-superuser owner,
- * opposite-order upserts, a deadlock retried, two writer processes, and a restart under load.
+ * cannot give: concurrent connects (extension and schema creation), the catalog read right
+ * after the creation lock and eight connections creating one store 40 times, a non-superuser
+ * owner, opposite-order upserts, a deadlock retried, two writer processes, and a restart under
+ * load.
  *
  * These tests need a server: they are REGISTERED only when BGEM3_PG_URL is set (a connection
  * string of a superuser, or a user with CREATEDB and CREATEROLE, on a server with pgvector
@@ -19,8 +21,9 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { M3Error, type M3EncodedDocument } from '@bgem3/core';
 import pg from 'pg';
-import { PgM3Store, isConflictError, pgClient } from '../src/index.js';
+import { PgM3Store, isConflictError, parseTableName, pgClient, type SqlQueryable } from '../src/index.js';
 import { withRetries, checkRetryPolicy } from '../src/retry.js';
+import { SCHEMA_VERSION, ensureSchema, relationExists } from '../src/schema.js';
 import { PG_URL, RUN, dropRunTables, syntheticEncoding } from './helpers.js';
 
 const run = promisify(execFile);
@@ -91,6 +94,131 @@ if (PG_URL) {
         assert.equal(new Set(stores.map((s) => s.table)).size, 1);
         await stores[trial % 4].addEncoded(docs([trial], 'y'));
         assert.equal(await stores[(trial + 1) % 4].count(), 1);
+      }
+    });
+  });
+
+  describe('the catalog after the lock', () => {
+    it("a table created by the lock's previous holder is seen right after the lock is granted, though this session's cache had missed it", async (t) => {
+      const table = parseTableName(`${RUN}_after_lock`);
+      const name = table.name;
+      const a = await admin.connect();
+      const b = await admin.connect();
+      try {
+        // A looks the name up first (and misses): its catalog cache now says "no such relation".
+        assert.equal((await a.query('SELECT to_regclass($1)::text AS r', [name])).rows[0].r, null);
+        await b.query('BEGIN');
+        await b.query('SELECT pg_advisory_xact_lock(4242)');
+        await b.query(`CREATE TABLE ${name} (i int)`);
+        await a.query('BEGIN');
+        const waiting = a.query('SELECT pg_advisory_xact_lock(4242)');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        await b.query('COMMIT');
+        await waiting;
+        // The first catalog statement after the wait: the store's check reads pg_class itself.
+        const cached = (await a.query('SELECT to_regclass($1)::text AS r', [name])).rows[0].r;
+        const viaA: SqlQueryable = { query: async (text, params) => (await a.query(text, params as unknown[])).rows };
+        assert.equal(await relationExists(viaA, table), true);
+        t.diagnostic(`to_regclass right after the lock: ${cached === null ? 'NULL (the stale cached miss)' : cached}`);
+        await a.query('COMMIT');
+      } finally {
+        await a.query('ROLLBACK').catch(() => undefined);
+        a.release();
+        b.release();
+      }
+    });
+
+    it('eight connections, each after a cached miss of the name, creating the same new store at once (40 trials): no retry, no error, one meta', async () => {
+      const pools = Array.from({ length: 8 }, () => newPool(PG_URL, 1));
+      const clients = pools.map((p) => pgClient(p));
+      const meta = { schemaVersion: SCHEMA_VERSION, modelId: MODEL.modelId, dim: MODEL.dim, vocabSize: MODEL.vocabSize, colbertPrecision: 'int8', denseType: 'halfvec', sparseIndex: 'postings', sparseIndexNnz: 16000 } as const;
+      const retries: unknown[] = [];
+      for (let trial = 0; trial < 40; trial++) {
+        const table = parseTableName(`${RUN}_stress_${trial}`);
+        await Promise.all(pools.map((p) => p.query('SELECT to_regclass($1), to_regclass($2)', [table.name, `${table.name}_meta`])));
+        const results = await Promise.all(
+          clients.map((client) =>
+            ensureSchema(client, table, { create: async () => ({ ...meta }), hnsw: { m: 16, efConstruction: 64 }, withIndexes: trial % 4 === 0, createExtension: true, onRetry: (err) => retries.push(err) }),
+          ),
+        );
+        for (const r of results) assert.deepEqual(r.meta, meta);
+      }
+      assert.deepEqual(retries.map(String), [], 'no attempt saw a stale catalog');
+    });
+  });
+
+  describe('ColBERT bytes by binary COPY', () => {
+    const COLBERT_MODEL = { modelId: 'copy-test', dim: 16, vocabSize: 300 } as const;
+    const colbertDocs = (ids: number[], seed = 0): M3EncodedDocument[] =>
+      ids.map((i) => ({ id: `c${i}`, text: `doc ${i}`, metadata: { i }, encoding: syntheticEncoding(COLBERT_MODEL.dim, COLBERT_MODEL.vocabSize, 12, 40, i + seed) }));
+    const query = (seed: number) => syntheticEncoding(COLBERT_MODEL.dim, COLBERT_MODEL.vocabSize, 6, 8, 10_000 + seed);
+    const sameHits = (a: { id: string; score: number }[], b: { id: string; score: number }[], what: string) =>
+      assert.deepEqual(a.map((h) => [h.id, h.score]), b.map((h) => [h.id, h.score]), what);
+
+    it('search and rescore give the same results by COPY (pool: 1, 2, 4 connections; one pg.Client) as by base64', async () => {
+      const table = `${RUN}_copy`;
+      const pool = newPool(PG_URL, 6);
+      const base64 = await PgM3Store.connect({ client: pgClient(pool), table, ...COLBERT_MODEL, colbertPrecision: 'int8', colbertTransfer: 'base64' });
+      await base64.addEncoded(colbertDocs(Array.from({ length: 120 }, (_, i) => i)));
+      const single = new pg.Client({ connectionString: PG_URL });
+      await single.connect();
+      try {
+        const stores = [
+          ...(await Promise.all([1, 2, 4].map((colbertConnections) => PgM3Store.connect({ client: pgClient(pool), table, colbertConnections })))),
+          await PgM3Store.connect({ client: pgClient(single), table }),
+        ];
+        for (let i = 0; i < 6; i++) {
+          const q = query(i);
+          for (const rerankDepth of [3, 17, 40, 200]) {
+            const want = await base64.search(q, { k: 10, fetchK: 60, rerankDepth });
+            for (const [j, s] of stores.entries()) sameHits(await s.search(q, { k: 10, fetchK: 60, rerankDepth }), want, `query ${i}, R ${rerankDepth}, store ${j}`);
+          }
+          const ids = Array.from({ length: 30 }, (_, k) => `c${(k * 7 + i) % 130}`);
+          const want = await base64.rescore(q, ids);
+          for (const s of stores) sameHits(await s.rescore(q, ids), want, `rescore ${i}`);
+          // Only ColBERT weighs (every candidate ranked, then R fetched), and a function filter.
+          sameHits(await stores[1].search(q, { k: 5, weights: [0, 0, 1] }), await base64.search(q, { k: 5, weights: [0, 0, 1] }), 'ColBERT only');
+          const filter = (m: { i?: unknown }) => Number(m.i) % 2 === 0;
+          sameHits(await stores[2].search(q, { k: 5, filter }), await base64.search(q, { k: 5, filter }), 'function filter');
+        }
+      } finally {
+        await single.end();
+      }
+    });
+
+    it('a row updated or deleted between the ranking statement and its COPY: the search is redone in one statement, never mixing versions', async () => {
+      const table = `${RUN}_copy_race`;
+      const pool = newPool(PG_URL, 4);
+      const writer = await PgM3Store.connect({ client: pgClient(pool), table, ...COLBERT_MODEL, colbertPrecision: 'int8', colbertTransfer: 'base64' });
+      await writer.addEncoded(colbertDocs(Array.from({ length: 60 }, (_, i) => i)));
+      const base = pgClient(pool);
+      let beforeCopy: (() => Promise<void>) | undefined;
+      let copies = 0;
+      const racing = {
+        ...base,
+        async copyBinary(sql: string, onRow: (fields: readonly (Buffer | null)[]) => void) {
+          copies++;
+          const hook = beforeCopy;
+          beforeCopy = undefined;
+          if (hook) await hook(); // another connection commits a write right now
+          return (base.copyBinary as NonNullable<typeof base.copyBinary>)(sql, onRow);
+        },
+      };
+      const store = await PgM3Store.connect({ client: racing, table, colbertConnections: 2 });
+      for (const [i, change] of (['update', 'delete', 'update'] as const).entries()) {
+        const q = query(100 + i);
+        const top = (await writer.search(q, { k: 10, fetchK: 60, rerankDepth: 20 }))[0].id;
+        beforeCopy = async () => {
+          if (change === 'delete') await writer.delete(top);
+          // Other dense, sparse and ColBERT vectors (same rowid): a read mixing the ranked version's
+          // dense and sparse scores with the new ColBERT bytes would score it differently.
+          else await writer.addEncoded([{ id: top, text: 'changed', metadata: { i: -1 }, encoding: syntheticEncoding(COLBERT_MODEL.dim, COLBERT_MODEL.vocabSize, 12, 40, 777 + i) }]);
+        };
+        const before = copies;
+        const got = await store.search(q, { k: 10, fetchK: 60, rerankDepth: 20 });
+        assert.ok(copies > before && beforeCopy === undefined, 'the write happened between the statement and the COPY');
+        sameHits(got, await writer.search(q, { k: 10, fetchK: 60, rerankDepth: 20 }), `${change} ${i}`);
+        if (change === 'delete') assert.ok(!got.some((h) => h.id === top));
       }
     });
   });

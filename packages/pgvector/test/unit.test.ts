@@ -7,6 +7,7 @@ import type pg from 'pg';
 import { PgM3Store, isConnectionError, parseTableName, pgClient, pgliteClient, projectSparse, type SqlClient, type SqlRow } from '../src/index.js';
 import { formatDense, formatSparse } from '../src/codec.js';
 import { versionAtLeast } from '../src/schema.js';
+import { BinaryCopyParser } from '../src/sql-client.js';
 import { rng, unitVector } from './helpers.js';
 
 // Compile-time: the adapters accept the drivers' own types.
@@ -158,5 +159,67 @@ describe('isConnectionError', () => {
     for (const e of [Object.assign(new Error('syntax error'), { code: '42601' }), Object.assign(new Error('dup'), { code: '23505' }), new Error('other'), null, 'x']) {
       assert.equal(isConnectionError(e), false, String(e));
     }
+  });
+});
+
+describe('binary COPY stream', () => {
+  /** A stream as PostgreSQL writes it: signature, flags, header extension, rows, trailer. */
+  function stream(rows: (Buffer | null)[][], extension = Buffer.alloc(0)): Buffer {
+    const parts: Buffer[] = [Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.from([0, 0, 0, 0]), Buffer.alloc(4), extension];
+    parts[2].writeUInt32BE(extension.length);
+    for (const row of rows) {
+      const n = Buffer.alloc(2);
+      n.writeInt16BE(row.length);
+      parts.push(n);
+      for (const f of row) {
+        const len = Buffer.alloc(4);
+        len.writeInt32BE(f === null ? -1 : f.length);
+        parts.push(len, ...(f === null ? [] : [f]));
+      }
+    }
+    parts.push(Buffer.from([0xff, 0xff]));
+    return Buffer.concat(parts);
+  }
+  const int8 = (v: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(v);
+    return b;
+  };
+  const rows = [
+    [int8(1n), Buffer.from('12345'), Buffer.from(Array.from({ length: 300 }, (_, i) => i % 256))],
+    [int8(9007199254740993n), Buffer.from('7'), null],
+    [int8(3n), Buffer.from(''), Buffer.alloc(0)],
+  ];
+  const parse = (chunks: Buffer[]) => {
+    const got: (string | null)[][] = [];
+    const parser = new BinaryCopyParser((f) => got.push(f.map((x) => (x === null ? null : x.toString('hex')))));
+    for (const c of chunks) parser.push(c);
+    return { got, ended: parser.ended };
+  };
+  const want = rows.map((r) => r.map((x) => (x === null ? null : x.toString('hex'))));
+
+  it('parses rows, NULLs and empty fields, whole or split at every byte', () => {
+    const whole = stream(rows, Buffer.from('ext'));
+    assert.deepEqual(parse([whole]), { got: want, ended: true });
+    for (let cut = 1; cut < whole.length; cut++) assert.deepEqual(parse([whole.subarray(0, cut), whole.subarray(cut)]), { got: want, ended: true }, `cut at ${cut}`);
+    assert.deepEqual(parse([...whole].map((b) => Buffer.from([b]))), { got: want, ended: true }, 'one byte per chunk');
+  });
+
+  it('a held partial row is a copy: the caller may reuse its buffer', () => {
+    const whole = stream(rows);
+    const cut = whole.length - 20;
+    const first = Buffer.from(whole.subarray(0, cut));
+    const got: string[] = [];
+    const parser = new BinaryCopyParser((f) => got.push(f.map((x) => x?.toString('hex') ?? 'null').join('|')));
+    parser.push(first);
+    first.fill(0); // what the driver may do to its read buffer
+    parser.push(whole.subarray(cut));
+    assert.equal(got.length, 3);
+    assert.equal(parser.ended, true);
+  });
+
+  it('refuses a stream without the signature; reports a missing trailer', () => {
+    assert.throws(() => new BinaryCopyParser(() => undefined).push(Buffer.alloc(40)), /PGCOPY signature/);
+    assert.equal(parse([stream(rows).subarray(0, -2)]).ended, false);
   });
 });
