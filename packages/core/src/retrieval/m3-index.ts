@@ -643,7 +643,7 @@ export class M3Index implements M3Store {
             m.dense.delete(ids);
             m.sparse.delete(ids);
           }
-          readDocRows(this.db, this.file, meta, this.crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs WHERE rid > ? ORDER BY rid', [m.lastRid]);
+          readDocRows(this.db, this.file, meta, this.crc, m, m.lastRid);
         }
         this.meta = meta;
       } finally {
@@ -1218,7 +1218,7 @@ function checkEncoderMatches(enc: TextEncoder3 | undefined, meta: { modelId: str
 // built into the inverted index in one pass at the end: no arrays per row, no sparse rebuild,
 // which is what loading 100,000 documents spends its time on otherwise. Into a live mirror (a
 // reader following its writer) they are upserted in chunks.
-function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirror, sql: string, params: unknown[], bulk = false): { n: number; rids: number[] } {
+function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirror, afterRid: number, bulk = false): { n: number; rids: number[] } {
   const bulkIds: string[] = [];
   const bulkSparse = new SparseLoadBuffer(meta.vocabSize);
   let dense: { id: string; vector: Float32Array }[] = [];
@@ -1231,37 +1231,45 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
     sparse = [];
   };
   try {
-    const stmt = db.prepare(sql).raw(true);
-    for (const row of stmt.iterate(...params) as IterableIterator<[number, string, Buffer, Buffer, Buffer, number]>) {
-      const [rid, id, metadataBytes, denseBytes, sparseBytes, rowCrc] = row;
-      const what = `row ${rid}`;
-      if (!Number.isSafeInteger(rid) || rid <= 0 || typeof id !== 'string' || !(metadataBytes instanceof Uint8Array) || !(denseBytes instanceof Uint8Array) || !(sparseBytes instanceof Uint8Array)) {
-        throw new M3Error('INDEX_INVALID', `${file}: ${what} has columns of the wrong type`, { file });
+    // Chunks of rows by rid (inside the caller's read transaction): `all()` per chunk costs less
+    // per row than an iterator's step per row.
+    const stmt = db.prepare('SELECT rid, id, metadata, dense, sparse, crc FROM docs WHERE rid > ? ORDER BY rid LIMIT ?').raw(true);
+    let after = afterRid;
+    for (;;) {
+      const chunk = stmt.all(after, LOAD_CHUNK) as [number, string, Buffer, Buffer, Buffer, number][];
+      if (chunk.length === 0) break;
+      for (const row of chunk) {
+        const [rid, id, metadataBytes, denseBytes, sparseBytes, rowCrc] = row;
+        const what = `row ${rid}`;
+        if (!Number.isSafeInteger(rid) || rid <= 0 || typeof id !== 'string' || !(metadataBytes instanceof Uint8Array) || !(denseBytes instanceof Uint8Array) || !(sparseBytes instanceof Uint8Array)) {
+          throw new M3Error('INDEX_INVALID', `${file}: ${what} has columns of the wrong type`, { file });
+        }
+        if (crc.docs(rid, id, metadataBytes, denseBytes, sparseBytes) !== rowCrc) {
+          throw new M3Error('INDEX_INVALID', `${file}: ${what} (document ${JSON.stringify(id)}) fails its checksum (edited, damaged or from another index)`, { file });
+        }
+        try {
+          checkId(id);
+        } catch (err) {
+          throw new M3Error('INDEX_INVALID', `${file}: ${what}: ${(err as Error).message}`, { file });
+        }
+        if (m.docs.has(id)) throw new M3Error('INDEX_INVALID', `${file}: duplicate id ${JSON.stringify(id)}`, { file });
+        const metadata = readMetadata(file, metadataBytes, `metadata of ${what}`);
+        if (bulk) {
+          // The same checks as readDense / readSparse, on the bytes in place.
+          if (!m.dense.appendBytes(id, denseBytes)) readDense(file, denseBytes, meta.dim, what);
+          if (!bulkSparse.push(sparseBytes)) readSparse(file, sparseBytes, meta.vocabSize, what);
+          bulkIds.push(id);
+        } else {
+          dense.push({ id, vector: readDense(file, denseBytes, meta.dim, what) });
+          sparse.push({ id, vector: readSparse(file, sparseBytes, meta.vocabSize, what) });
+          if (dense.length >= LOAD_CHUNK) flush();
+        }
+        m.docs.set(id, { rid, metadata });
+        m.idOfRid.set(rid, id);
+        rids.push(rid);
+        if (rid > m.lastRid) m.lastRid = rid;
+        after = rid;
       }
-      if (crc.docs(rid, utf8Bytes(id), metadataBytes, denseBytes, sparseBytes) !== rowCrc) {
-        throw new M3Error('INDEX_INVALID', `${file}: ${what} (document ${JSON.stringify(id)}) fails its checksum (edited, damaged or from another index)`, { file });
-      }
-      try {
-        checkId(id);
-      } catch (err) {
-        throw new M3Error('INDEX_INVALID', `${file}: ${what}: ${(err as Error).message}`, { file });
-      }
-      if (m.docs.has(id)) throw new M3Error('INDEX_INVALID', `${file}: duplicate id ${JSON.stringify(id)}`, { file });
-      const metadata = readMetadata(file, metadataBytes, `metadata of ${what}`);
-      if (bulk) {
-        // The same checks as readDense / readSparse, on the bytes in place.
-        if (!m.dense.appendBytes(id, denseBytes)) readDense(file, denseBytes, meta.dim, what);
-        if (!bulkSparse.push(sparseBytes)) readSparse(file, sparseBytes, meta.vocabSize, what);
-        bulkIds.push(id);
-      } else {
-        dense.push({ id, vector: readDense(file, denseBytes, meta.dim, what) });
-        sparse.push({ id, vector: readSparse(file, sparseBytes, meta.vocabSize, what) });
-        if (dense.length >= LOAD_CHUNK) flush();
-      }
-      m.docs.set(id, { rid, metadata });
-      m.idOfRid.set(rid, id);
-      rids.push(rid);
-      if (rid > m.lastRid) m.lastRid = rid;
     }
   } catch (err) {
     sqliteError(file, err, 'reading documents');
@@ -1293,7 +1301,7 @@ function loadMirror(db: Db, file: string, meta: IndexMeta, threads: { intraOpNum
     // rows read are then checked against it.
     const fileBytes = Number(db.pragma('page_count', { simple: true })) * Number(db.pragma('page_size', { simple: true }));
     m.dense.reserve(Math.min(meta.count, Math.floor(fileBytes / (4 * meta.dim))));
-    const { n, rids } = readDocRows(db, file, meta, crc, m, 'SELECT rid, id, metadata, dense, sparse, crc FROM docs ORDER BY rid', [], true);
+    const { n, rids } = readDocRows(db, file, meta, crc, m, 0, true);
     if (n !== meta.count) throw new M3Error('INDEX_INVALID', `${file}: ${n} documents, the index records ${meta.count}`, { file });
     // Every document has its text, and no other text exists.
     const texts = matchRids(db, 'texts', rids);

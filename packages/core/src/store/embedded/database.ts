@@ -253,6 +253,7 @@ export class RowCrc {
   private readonly seed: number;
   private readonly head = Buffer.alloc(9);
   private readonly lens = Buffer.alloc(16);
+  private readonly idScratch = Buffer.alloc(4096);
 
   constructor(uuid: string) {
     this.seed = crc32(uuidBytes(uuid));
@@ -271,7 +272,13 @@ export class RowCrc {
     return xs.every((x) => x instanceof Uint8Array);
   }
 
-  docs(rid: number, id: Uint8Array, metadata: Uint8Array, dense: Uint8Array, sparse: Uint8Array): number {
+  /** The CRC of a docs row; `id` as its UTF-8 bytes or as the string (encoded into a scratch buffer: no allocation per row at load). */
+  docs(rid: number, idOrBytes: Uint8Array | string, metadata: Uint8Array, dense: Uint8Array, sparse: Uint8Array): number {
+    let id: Uint8Array;
+    if (typeof idOrBytes === 'string') {
+      // At most 3 UTF-8 bytes per UTF-16 unit, so a string that fits is never cut.
+      id = idOrBytes.length * 3 <= this.idScratch.length ? this.idScratch.subarray(0, this.idScratch.write(idOrBytes, 0, 'utf8')) : Buffer.from(idOrBytes, 'utf8');
+    } else id = idOrBytes;
     if (!RowCrc.blobs(id, metadata, dense, sparse) || !Number.isSafeInteger(rid)) return Number.NaN;
     const lens = this.lens;
     lens.writeUInt32LE(id.byteLength, 0);
