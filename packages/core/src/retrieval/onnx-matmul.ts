@@ -120,3 +120,52 @@ export async function matmulTransB(
   await s.run(feeds, { c: new ort.Tensor('float32', out, [aRows, bRows]) });
   return out;
 }
+
+const batchedSessions = new Map<number, Promise<ort.InferenceSession>>();
+
+function batchedSession(threads: number): Promise<ort.InferenceSession> {
+  let s = batchedSessions.get(threads);
+  if (!s) {
+    const bytes = buildOnnxModel({
+      name: 'bgem3_matmul_batched_rows',
+      inputs: [
+        { name: 'a', type: OnnxType.float, shape: ['P', 'R', 'D'] },
+        { name: 'bt', type: OnnxType.float, shape: ['D', 'N'] },
+      ],
+      outputs: [{ name: 'c', type: OnnxType.float, shape: ['P', 'R', 'N'] }],
+      nodes: [{ op: 'MatMul', inputs: ['a', 'bt'], outputs: ['c'] }],
+    });
+    s = ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', executionMode: 'sequential', intraOpNumThreads: threads, interOpNumThreads: 1, enableCpuMemArena: false });
+    s.catch(() => batchedSessions.delete(threads));
+    batchedSessions.set(threads, s);
+  }
+  return s;
+}
+
+/**
+ * C = A · Bᵀ for a tall float32 A `[aRows, dim]` (an index's vectors) and a few float32 rows B
+ * `[bRows, dim]` (queries), into `out` `[aRows, bRows]` row-major.
+ *
+ * Why not {@link matmulTransB}: for one query MLAS runs that skinny product on one thread, so
+ * an exact scan of 100,000 × 1024 vectors is bound by one core's memory bandwidth. Here A is cut
+ * into one row block per thread and given to onnxruntime as a batched MatMul
+ * (`[blocks, rows, dim] × [dim, bRows]`), whose GEMMs MLAS runs on its threads in parallel.
+ */
+export async function matmulTallByFew(a: Float32Array, aRows: number, b: Float32Array, bRows: number, dim: number, options: MatmulOptions | undefined, out: Float32Array): Promise<Float32Array> {
+  if (a.length !== aRows * dim || b.length !== bRows * dim) invalidArgument('matmulTallByFew: buffer sizes do not match the shapes');
+  if (out.length !== aRows * bRows) invalidArgument('matmulTallByFew: output buffer size does not match the shape');
+  if (aRows === 0 || bRows === 0) return out;
+  const threads = threadsOf(options);
+  const blocks = Math.min(threads, aRows);
+  const per = Math.floor(aRows / blocks);
+  const main = per * blocks;
+  const bt = new Float32Array(dim * bRows);
+  for (let i = 0; i < bRows; i++) for (let d = 0; d < dim; d++) bt[d * bRows + i] = b[i * dim + d];
+  const s = await batchedSession(threads);
+  await s.run(
+    { a: new ort.Tensor('float32', a.subarray(0, main * dim), [blocks, per, dim]), bt: new ort.Tensor('float32', bt, [dim, bRows]) },
+    { c: new ort.Tensor('float32', out.subarray(0, main * bRows), [blocks, per, bRows]) },
+  );
+  if (main < aRows) await matmulTransB(a.subarray(main * dim), aRows - main, b, bRows, dim, options, out.subarray(main * bRows));
+  return out;
+}
