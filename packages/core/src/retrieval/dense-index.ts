@@ -29,7 +29,7 @@ import {
   sectionOf,
   type ByteSource,
 } from './binary-format.js';
-import { matmulTallByFew, type MatmulOptions } from './onnx-matmul.js';
+import { matmulTransB, type MatmulOptions } from './onnx-matmul.js';
 import { acquire, release } from './scratch.js';
 import { TopK, type ScoredId } from './topk.js';
 
@@ -270,17 +270,18 @@ export class DenseIndex {
             for (let r = 0; r < m; r++) {
               let s = 0;
               for (let j = 0, qo = i * D, o = (r0 + r) * D; j < D; j++) s += qs[qo + j] * v[o + j];
-              scores[r * nq + i] = s;
+              scores[i * m + r] = s;
             }
           }
         } else {
-          await matmulTallByFew(this.vecs.subarray(r0 * D, (r0 + m) * D), m, qs, nq, D, this.matmul, scores);
+          await matmulTransB(qs, nq, this.vecs.subarray(r0 * D, (r0 + m) * D), m, D, this.matmul, scores);
           if (this.version !== version) return undefined;
         }
         for (let i = 0; i < nq; i++) {
           const heap = heaps[i];
+          const base = i * m;
           for (let r = 0; r < m; r++) {
-            const s = scores[r * nq + i];
+            const s = scores[base + r];
             const row = r0 + r;
             if (heap.accepts(s, row) && (filter === undefined || filter(this.rowIds[row]))) heap.push(s, row);
           }
