@@ -160,6 +160,33 @@ describe('queueing and cancellation', () => {
     }
   });
 
+  test('a long text is not batched with short ones it would pad to its length (within the token budget all the same)', async () => {
+    const gated = new GatedEncoder(enc);
+    const s = await start({ encoder: gated, batching: { maxInflight: 1, maxWaitMs: 0, maxBatchTexts: 8, maxBatchTokens: 16384 } }, enc);
+    try {
+      gated.hold();
+      const first = request(s.url, '/v1/embeddings', { body: { input: 'holds the encoder' } });
+      await until(() => gated.calls.length === 1, 5000, 'the first batch');
+      const short = Array.from({ length: 6 }, (_, i) => `short query ${i}`);
+      const long = `one ${'long passage words '.repeat(40)}`;
+      const texts = [...short.slice(0, 3), long, ...short.slice(3)];
+      const tokens = new Map((await enc.tokenize(texts)).map((t, i) => [texts[i], t.ids.length]));
+      assert.ok(tokens.get(long)! > 100 && Math.max(...short.map((t) => tokens.get(t)!)) < 16, 'one long text, short queries');
+      const all = texts.map((t) => request(s.url, '/v1/embeddings', { body: { input: t } }));
+      for (let i = 0; i < 400 && (await request(s.url, '/health')).json.queue.texts < texts.length; i++) await new Promise((r) => setTimeout(r, 5));
+      gated.open();
+      await first;
+      const answers = await Promise.all(all);
+      const local = await enc.encode(texts);
+      answers.forEach((a, i) => near(a.json.data[0].embedding, local[i].dense!, `text ${i}`));
+      const batches = gated.calls.slice(1);
+      assert.deepEqual(batches.filter((b) => b.includes(long)), [[long]], `batches: ${JSON.stringify(batches.map((b) => b.map((t) => tokens.get(t))))}`);
+      assert.equal(batches.length, 2, 'the short queries in one batch, the long text in another');
+    } finally {
+      await s.server.close();
+    }
+  });
+
   test('a full queue answers 429 with Retry-After (in OpenAI shape), and serves again once drained', async () => {
     const gated = new GatedEncoder(enc);
     const s = await start({ encoder: gated, batching: { maxQueueTexts: 4, maxInflight: 1, maxWaitMs: 0 } }, enc);

@@ -76,6 +76,16 @@ export interface SubmittedText {
 
 const MAX_RETRIES = 2;
 
+/**
+ * A batch runs padded to its longest text, so a text joins only while the batch's padded tokens
+ * stay within this factor of its real tokens: one 512-token passage among 15 short queries would
+ * otherwise make them cost 16 × 512 tokens (8× the work of running them apart, seconds on the
+ * full-size model). Batches of texts up to {@link PAD_FREE_LENGTH} tokens are exempt: there the
+ * per-run cost outweighs the padding.
+ */
+const MAX_PADDING = 1.5;
+const PAD_FREE_LENGTH = 64;
+
 export class EncodeBatcher {
   private queue: Item[] = [];
   private queuedTokens = 0;
@@ -228,7 +238,8 @@ export class EncodeBatcher {
 
   /**
    * The next batch: the oldest text (so every text is served in time) and the queued texts of the
-   * same max length closest to it in length (little padding), within the text and token budgets.
+   * same max length closest to it in length (little padding), within the text and token budgets
+   * and {@link MAX_PADDING}.
    * `full` says whether waiting longer could not make it larger.
    */
   private pick(): { items: Item[]; full: boolean } {
@@ -239,16 +250,20 @@ export class EncodeBatcher {
     window.sort((a, b) => Math.abs(a.tokens - head.tokens) - Math.abs(b.tokens - head.tokens));
     const items = [head];
     let longest = head.tokens;
+    let real = head.tokens;
     let blocked = false;
     for (const it of window) {
       if (items.length >= maxBatchTexts) break;
       const l = Math.max(longest, it.tokens);
-      if (l * (items.length + 1) > maxBatchTokens) {
+      const padded = l * (items.length + 1);
+      if (padded > maxBatchTokens) {
         blocked = true;
         continue;
       }
+      if (l > PAD_FREE_LENGTH && padded > MAX_PADDING * (real + it.tokens)) continue; // its own batch, later
       items.push(it);
       longest = l;
+      real += it.tokens;
     }
     return { items, full: blocked || items.length >= maxBatchTexts || longest * (items.length + 1) > maxBatchTokens };
   }
