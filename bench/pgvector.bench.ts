@@ -10,6 +10,8 @@
  *   node --import tsx bench/pgvector.bench.ts --url=postgres://u:p@host/db --docs=20000,100000
  *   … --quick                                                          # 2,000 documents, a minute
  *   … --sparse=postings,hnsw --colbert-docs=20000 --queries=100         # what to run
+ *   … --sparse=none --docs=100000 --colbert-docs=100000 --keep --resume --load-seconds=480
+ *                                # the ColBERT part only, loaded in steps (run again until loaded)
  *
  * Two parts, each written to bench/results/pgvector-<backend>-<sizes>….json as soon as it ends:
  *
@@ -30,7 +32,7 @@ import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type PgModule from 'pg';
-import { DenseIndex, SparseIndex, type ColbertMatrix, type EncodeResult, type M3EncodedDocument, type SparseVector } from '../packages/core/src/index.js';
+import { ColbertCodec, DenseIndex, SparseIndex, maxSimPacked, type ColbertMatrix, type EncodeResult, type M3EncodedDocument, type SparseVector } from '../packages/core/src/index.js';
 import { PgM3Store, openPglite, pgClient, type SparseIndexKind, type SqlClient } from '../packages/pgvector/src/index.js';
 import { gaussian, makeCorpus, makeQueries, rng, unitVectors } from './lib/synthetic.js';
 
@@ -40,7 +42,13 @@ const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`
 const quick = process.argv.includes('--quick');
 const URL_ARG = arg('url');
 const SIZES = (arg('docs') ?? (quick ? '2000' : '20000')).split(',').map(Number);
-const KINDS = (arg('sparse') ?? 'postings,hnsw').split(',') as SparseIndexKind[];
+const KINDS = (arg('sparse') === 'none' ? [] : (arg('sparse') ?? 'postings,hnsw').split(',')) as SparseIndexKind[];
+// Loading the ColBERT table in steps (each its own locked run): --keep leaves the table, --resume
+// continues a kept table from its row count, --load-seconds stops loading after that long.
+const KEEP = process.argv.includes('--keep');
+const RESUME = process.argv.includes('--resume');
+const LOAD_SECONDS = Number(arg('load-seconds') ?? Infinity);
+const R_LIST = (arg('rerank-depths') ?? '10,20,40,100,1000').split(',').map(Number);
 const QUERIES = Number(arg('queries') ?? (quick ? 30 : 100));
 const UPSERTS = Number(arg('upserts') ?? (quick ? 100 : 500));
 const COLBERT_DOCS = Number(arg('colbert-docs') ?? (quick ? 500 : 5000));
@@ -141,7 +149,7 @@ function makeQuerySet(size: number, seed: number): EncodeResult[] {
   });
 }
 
-async function latency(queries: EncodeResult[], fn: (q: EncodeResult) => Promise<unknown>) {
+async function latency<Q>(queries: Q[], fn: (q: Q) => Promise<unknown>) {
   for (const q of queries.slice(0, 3)) await fn(q); // warm-up
   const times: number[] = [];
   for (const q of queries) {
@@ -166,6 +174,85 @@ async function sizes(table: string): Promise<Record<string, number>> {
     [`${table}%`],
   );
   return Object.fromEntries(rows.map((r) => [r.name, Number(r.mb)]));
+}
+
+/**
+ * Where the time of a hybrid search at R = the store's rerankDepth goes, phase by phase, on the
+ * same queries (each phase timed alone, in the order a search runs them):
+ * - firstStages: the search's statement without ColBERT (ColBERT weight 0, k = R: the same top R);
+ * - detoast: the server reading those R ColBERT values whole (get_byte forces the detoast) and
+ *   returning one number, so no transfer;
+ * - detoastBase64: the same plus base64-encoding them on the server;
+ * - fetchBase64 / fetchHex: the values over the wire and decoded (base64 text → Buffer; bytea
+ *   as `pg` returns it: hex text → Buffer);
+ * - pack / maxSim: core's int8 unpacking and the onnxruntime MaxSim of the R rows;
+ * - fetchCopyBinary: the same bytes by COPY … (FORMAT binary), raw bytes on the wire;
+ * - search: the whole search (default: binary COPY over the default connections), then the whole
+ *   search with each way of reading the ColBERT bytes.
+ */
+async function breakdown(store: PgM3Store, table: string, queries: (EncodeResult & { colbert: ColbertMatrix })[], into: Record<string, any>): Promise<void> {
+  const R = store.rerankDepth;
+  const codec = new ColbertCodec('int8', DIM);
+  const qs = queries.slice(0, Math.min(queries.length, 30));
+  const topIds = new Map<EncodeResult, string[]>();
+  const bytesOf = new Map<EncodeResult, Uint8Array[]>();
+  const phases: Record<string, (q: EncodeResult & { colbert: ColbertMatrix }) => Promise<unknown>> = {
+    firstStages: async (q) => topIds.set(q, (await store.search(q, { k: R, fetchK: 100, weights: [0.4, 0.2, 0] })).map((h) => h.id)),
+    detoast: (q) => client.query(`SELECT sum(get_byte(colbert, 0))::int AS x FROM "${table}" WHERE id = ANY($1::text[])`, [topIds.get(q)]),
+    detoastBase64: (q) => client.query(`SELECT sum(length(encode(colbert, 'base64')))::int AS x FROM "${table}" WHERE id = ANY($1::text[])`, [topIds.get(q)]),
+    fetchBase64: async (q) => {
+      const rows = await client.query<{ c: string }>(`SELECT id, encode(colbert, 'base64') AS c FROM "${table}" WHERE id = ANY($1::text[])`, [topIds.get(q)]);
+      bytesOf.set(q, rows.map((r) => Buffer.from(r.c, 'base64')));
+    },
+    fetchHex: (q) => client.query(`SELECT id, colbert FROM "${table}" WHERE id = ANY($1::text[])`, [topIds.get(q)]),
+    fetchCopyBinary: async (q) => {
+      const ids = (topIds.get(q) as string[]).map((id) => `'${id.replace(/'/g, "''")}'`).join(',');
+      const rows: Buffer[] = [];
+      await client.copyBinary?.(`COPY (SELECT colbert FROM "${table}" WHERE id IN (${ids})) TO STDOUT (FORMAT binary)`, (f) => rows.push(Buffer.from(f[0] as Buffer)));
+    },
+    pack: async (q) => codec.pack(bytesOf.get(q) as Uint8Array[]),
+    maxSim: (q) => maxSimPacked(q.colbert, codec.pack(bytesOf.get(q) as Uint8Array[])),
+    search: (q) => store.search(q, { k: 10, fetchK: 100 }),
+  };
+  // The whole search by each way of reading the ColBERT bytes (the same results: checked below).
+  const variants: [string, Partial<Parameters<typeof PgM3Store.connect>[0]>][] = [
+    ['searchBase64', { colbertTransfer: 'base64' }],
+    ['searchCopy1Connection', { colbertConnections: 1 }],
+    ['searchCopy2Connections', { colbertConnections: 2 }],
+    ['searchCopy4Connections', { colbertConnections: 4 }],
+  ];
+  const searches: Record<string, (q: EncodeResult) => Promise<unknown>> = {};
+  for (const [name, options] of variants) {
+    const other = await PgM3Store.connect({ client, table, ...options });
+    searches[name] = (q) => other.search(q, { k: 10, fetchK: 100 });
+  }
+  const out: Record<string, unknown> = { rerankDepth: R, queries: qs.length };
+  // Each phase over all queries after one warm-up pass (phases read what earlier ones stored).
+  for (const [name, fn] of Object.entries(phases)) out[name] = await latency(qs, fn);
+  // The ways of reading the bytes side by side: per query each once, in a rotating order, so a
+  // change of the machine's load hits them alike.
+  const names = Object.keys(searches);
+  const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (const q of qs.slice(0, 3)) for (const n of names) await searches[n](q);
+  for (const [i, q] of qs.entries()) {
+    for (let j = 0; j < names.length; j++) {
+      const n = names[(i + j) % names.length];
+      const s = now();
+      await searches[n](q);
+      times[n].push(now() - s);
+    }
+  }
+  for (const n of names) out[n] = stats(times[n]);
+  const same = await Promise.all(
+    qs.slice(0, 5).map(async (q) => {
+      const a = await store.search(q, { k: 10, fetchK: 100, rerankDepth: R });
+      const b = await (await PgM3Store.connect({ client, table, colbertTransfer: 'base64' })).search(q, { k: 10, fetchK: 100, rerankDepth: R });
+      return JSON.stringify(a.map((h) => [h.id, h.score])) === JSON.stringify(b.map((h) => [h.id, h.score]));
+    }),
+  );
+  out.copyEqualsBase64 = same.every(Boolean);
+  into.breakdownMs = out;
+  log(`breakdown at R ${R}: ${JSON.stringify(out)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,13 +365,14 @@ try {
   if (COLBERT_DOCS > 0) {
     const N = Math.min(COLBERT_DOCS, MAX);
     log(`ColBERT: ${N} documents × ${COLBERT_TOKENS} vectors of ${DIM} (int8)`);
-    const g = gaussian(rng(77));
     // Token vectors around the document's dense vector (similarity ≈ 0.6, as colbertLike), from
-    // a shared pool of noise directions so generation stays fast.
+    // a shared pool of noise directions so generation stays fast; seeded per document, so a
+    // load resumed in another process generates the same rows.
     const POOL = 2048;
     const pool = unitVectors(POOL, DIM, rng(78));
-    const prand = rng(79);
-    const colbertOf = (center: Float32Array, count: number): ColbertMatrix => {
+    const colbertOf = (center: Float32Array, count: number, seed: number): ColbertMatrix => {
+      const prand = rng(1_000_003 + seed);
+      const g = gaussian(rng(2_000_003 + seed));
       const data = new Float32Array(count * DIM);
       for (let c = 0; c < count; c++) {
         const a = pool.subarray(Math.floor(prand() * POOL) * DIM);
@@ -302,30 +390,52 @@ try {
       return { data, count, dim: DIM };
     };
     const table = `bench_colbert_${N}`;
-    const store = await fresh(table, { colbertPrecision: 'int8' });
+    const open = () => PgM3Store.connect({ client, table, modelId: 'synthetic-m3', dim: DIM, vocabSize: VOCAB, createIndexes: false, colbertPrecision: 'int8' });
+    const store = RESUME ? await open() : await fresh(table, { colbertPrecision: 'int8' });
+    const c: Record<string, any> = { documents: N, vectorsPerDocument: COLBERT_TOKENS, precision: 'int8' };
+    results.colbert = c;
+    // Rows are d0…d(N-1), added in order: a kept table's count is where loading resumes.
+    const from = await store.count();
     let t = now();
-    for (let s = 0; s < N; s += 100) {
+    let loaded = from;
+    for (let s = from; s < N && (now() - t) / 1000 < LOAD_SECONDS; s += 100) {
       const part = Array.from({ length: Math.min(N, s + 100) - s }, (_, k) => {
         const d = docAt(s + k);
-        return { ...d, encoding: { ...d.encoding, colbert: colbertOf(denseOf(s + k), COLBERT_TOKENS) } };
+        return { ...d, encoding: { ...d.encoding, colbert: colbertOf(denseOf(s + k), COLBERT_TOKENS, s + k) } };
       });
       await store.addEncoded(part);
-      if ((s / 100) % 20 === 19) log(`  loaded ${s + part.length} (${round(((s + part.length) / (now() - t)) * 1000, 1)} docs/s)`);
+      loaded = s + part.length;
+      if ((s / 100) % 20 === 19) log(`  loaded ${loaded} (${round(((loaded - from) / (now() - t)) * 1000, 1)} docs/s)`);
     }
-    const c: Record<string, any> = { documents: N, vectorsPerDocument: COLBERT_TOKENS, precision: 'int8', loadDocsPerSecond: round(N / ((now() - t) / 1000), 1) };
-    results.colbert = c;
+    if (loaded > from) c.load = { from, to: loaded, docsPerSecond: round((loaded - from) / ((now() - t) / 1000), 1) };
+    if (loaded < N) {
+      log(`loaded ${loaded} of ${N}: run again with --resume to continue`);
+      c.loadedSoFar = loaded;
+      save();
+      await closeDb();
+      process.exit(0);
+    }
     t = now();
     await store.createIndexes({ maintenanceWorkMem: quick ? '256MB' : '1GB' });
     c.denseIndexBuildSeconds = round((now() - t) / 1000, 1);
-    await client.query(`VACUUM ANALYZE "${table}"`).catch(() => undefined);
+    // Not the TOAST table (26 GB at 100k): nothing there is ever scanned, only fetched by chunk id.
+    await client.query(`VACUUM (ANALYZE${URL_ARG ? ', PROCESS_TOAST FALSE' : ''}) "${table}"`).catch(() => undefined);
     c.sizesMB = await sizes(table);
     save();
-    const queries = makeQuerySet(N, 11).map((q) => ({ ...q, colbert: colbertOf(q.dense as Float32Array, QUERY_TOKENS) }));
+    if (loaded > from && Number.isFinite(LOAD_SECONDS)) {
+      // A stepwise load ends with its index build: the measurements get a run of their own.
+      log(`loaded ${N}, indexes built: run again with --resume to measure`);
+      await closeDb();
+      process.exit(0);
+    }
+    const queries = makeQuerySet(N, 11).map((q, i) => ({ ...q, colbert: colbertOf(q.dense as Float32Array, QUERY_TOKENS, -1 - i) }));
+    await breakdown(store, table, queries, c);
+    save();
     const exact = [];
     for (const q of queries) exact.push((await store.search(q, { k: 10, fetchK: 100, rerankDepth: 1000 })).map((h) => h.id));
     const lat: Record<string, unknown> = {};
     const agree: Record<string, number> = {};
-    for (const R of [10, 20, 40, 100, 1000]) {
+    for (const R of R_LIST) {
       const label = R === 1000 ? 'all' : `R${R}`;
       lat[label] = await latency(queries, (q) => store.search(q, { k: 10, fetchK: 100, rerankDepth: R }));
       let a = 0;
@@ -352,7 +462,7 @@ try {
     };
     log(`ColBERT transfer of 40: ${JSON.stringify(c.transfer40Ms)}`);
     save();
-    if (!process.argv.includes('--keep')) await store.drop();
+    if (!KEEP) await store.drop();
   }
   results.complete = true;
   save();
