@@ -79,6 +79,9 @@ function session(aElem: MatElement, bElem: MatElement, threads: number): Promise
       // touched) between runs instead of mapping fresh pages every time (see scratch.ts);
       // callers bound the rows per run, which bounds what the arena keeps.
       enableCpuMemArena: aElem !== 'float32' || bElem !== 'float32',
+      // No spinning after a run: a hybrid search runs the dense and the MaxSim sessions back to
+      // back, and one session's pool spinning for its next job took the cores from the other's.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
     s.catch(() => sessions.delete(key));
     sessions.set(key, s);
