@@ -1232,18 +1232,29 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
   };
   try {
     // Chunks of rows by rid (inside the caller's read transaction): `all()` per chunk costs less
-    // per row than an iterator's step per row.
-    const stmt = db.prepare('SELECT rid, id, metadata, dense, sparse, crc FROM docs WHERE rid > ? ORDER BY rid LIMIT ?').raw(true);
+    // per row than an iterator's step per row, and the three blobs of a row come as one (a
+    // byte-exact concatenation, split by their byte lengths): one Buffer per row instead of
+    // three is a third of the allocations a 100k load makes.
+    const stmt = db
+      .prepare(
+        `SELECT rid, id, typeof(metadata) = 'blob' AND typeof(dense) = 'blob' AND typeof(sparse) = 'blob', octet_length(dense), octet_length(sparse),
+         CAST(dense || sparse || metadata AS BLOB), crc FROM docs WHERE rid > ? ORDER BY rid LIMIT ?`,
+      )
+      .raw(true);
     let after = afterRid;
     for (;;) {
-      const chunk = stmt.all(after, LOAD_CHUNK) as [number, string, Buffer, Buffer, Buffer, number][];
+      const chunk = stmt.all(after, LOAD_CHUNK) as [number, string, number, number, number, Buffer, number][];
       if (chunk.length === 0) break;
       for (const row of chunk) {
-        const [rid, id, metadataBytes, denseBytes, sparseBytes, rowCrc] = row;
+        const [rid, id, blobs, denseLength, sparseLength, bytes, rowCrc] = row;
         const what = `row ${rid}`;
-        if (!Number.isSafeInteger(rid) || rid <= 0 || typeof id !== 'string' || !(metadataBytes instanceof Uint8Array) || !(denseBytes instanceof Uint8Array) || !(sparseBytes instanceof Uint8Array)) {
+        if (!Number.isSafeInteger(rid) || rid <= 0 || typeof id !== 'string' || blobs !== 1 || !(bytes instanceof Uint8Array) || denseLength + sparseLength > bytes.byteLength) {
           throw new M3Error('INDEX_INVALID', `${file}: ${what} has columns of the wrong type`, { file });
         }
+        // Dense first (4·dim bytes), then sparse: the sparse weights stay 4-byte aligned for their views.
+        const denseBytes = bytes.subarray(0, denseLength);
+        const sparseBytes = bytes.subarray(denseLength, denseLength + sparseLength);
+        const metadataBytes = bytes.subarray(denseLength + sparseLength);
         if (crc.docs(rid, id, metadataBytes, denseBytes, sparseBytes) !== rowCrc) {
           throw new M3Error('INDEX_INVALID', `${file}: ${what} (document ${JSON.stringify(id)}) fails its checksum (edited, damaged or from another index)`, { file });
         }

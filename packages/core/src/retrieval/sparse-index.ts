@@ -223,14 +223,19 @@ class TermDictionary {
   }
 }
 
+// Arena chunk size of a SparseLoadBuffer (a vector larger than this gets a chunk of its own).
+const LOAD_ARENA_CHUNK = 1 << 24;
+
 /**
  * Sparse vectors gathered for {@link SparseIndex.loadChecked}, each checked as it is added: what
- * a store uses to load thousands of stored vectors. Each vector is a pair of views into the
- * stored bytes it was given (copied only when they are not 4-byte aligned), so a load touches
- * no fresh memory for them before the index is built.
+ * a store uses to load thousands of stored vectors. The bytes are copied into large arena chunks
+ * (no allocation per vector, and the caller's buffers, e.g. whole database rows, are not kept
+ * alive); each vector is a pair of views into them.
  */
 export class SparseLoadBuffer {
   private readonly vectors: SparseVector[] = [];
+  private chunk = new Uint8Array(0);
+  private used = 0;
 
   constructor(readonly vocabSize: number) {}
 
@@ -241,20 +246,27 @@ export class SparseLoadBuffer {
 
   /**
    * Adds one document's stored bytes (n uint32 token ids, then n float32 weights, little-endian
-   * as this platform's), which must not change until the index is built. Returns false, adding
-   * nothing, unless the ids ascend strictly below `vocabSize` and the weights are finite and ≥ 0.
+   * as this platform's). Returns false, adding nothing, unless the ids ascend strictly below
+   * `vocabSize` and the weights are finite and ≥ 0.
    */
   push(bytes: Uint8Array): boolean {
     if (bytes.byteLength % 8 !== 0) return false;
     const n = bytes.byteLength / 8;
-    const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-    const t = new Uint32Array(aligned.buffer, aligned.byteOffset, n);
-    const w = new Float32Array(aligned.buffer, aligned.byteOffset + 4 * n, n);
+    if (this.used + bytes.byteLength > this.chunk.byteLength) {
+      this.chunk = new Uint8Array(Math.max(LOAD_ARENA_CHUNK, bytes.byteLength));
+      this.used = 0;
+    }
+    // Offsets stay multiples of 8 (every vector is), so the views are aligned.
+    const at = this.used;
+    this.chunk.set(bytes, at);
+    const t = new Uint32Array(this.chunk.buffer, at, n);
+    const w = new Float32Array(this.chunk.buffer, at + 4 * n, n);
     let prev = -1;
     for (let i = 0; i < n; i++) {
       if (t[i] <= prev || t[i] >= this.vocabSize || !(w[i] >= 0) || w[i] === Infinity) return false;
       prev = t[i];
     }
+    this.used = at + bytes.byteLength;
     this.vectors.push({ indices: t, values: w });
     return true;
   }
