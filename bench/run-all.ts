@@ -85,6 +85,9 @@ function pgvectorSection(files: string[]): string[] {
   ];
 }
 
+/** Where the hand-kept sections of BENCHMARKS.md begin (see the end of main). */
+const KEPT_MARK = '<!-- sections below: written from their own bench runs (store, server, pgvector); pnpm bench keeps them -->';
+
 /** The embedded store's rows (bench/store.bench.ts; issue 14's targets). */
 function storeRows(st: any): Array<[string, string, string, string]> {
   if (!st?.search) return [];
@@ -273,11 +276,14 @@ async function main(): Promise<void> {
     ...Object.entries(long).map(([k, v]) => `- Long input (${k}): ${v.tokens} tokens in ${v.seconds.toFixed(1)} s, RSS after load ${(v.rssAfterLoadMB / 1024).toFixed(2)} GiB, peak ${(v.peakRssMB / 1024).toFixed(2)} GiB.`),
     `- Retrieval: see \`bench/results/retrieval${quick ? '.quick' : ''}.json\` (sparse index at ${sparse?.documents ?? '?'} documents; BM25Retriever from @langchain/community on the same texts).`,
     '',
-    ...serverMarkdown(serving),
-    ...pgvectorSection(pgResults),
   ].join('\n');
+  // The sections written from their own bench runs (store, serving, pgvector: long runs, a native
+  // server) follow KEPT_MARK in the file and are carried over as they are; without the mark
+  // (a fresh file), they are generated from the results files.
+  const previous = existsSync(outMd) ? readFileSync(outMd, 'utf8') : '';
+  const kept = previous.includes(KEPT_MARK) ? previous.slice(previous.indexOf(KEPT_MARK)) : [KEPT_MARK, '', ...serverMarkdown(serving), ...pgvectorSection(pgResults)].join('\n');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-  writeFileSync(outMd, md);
+  writeFileSync(outMd, `${md}\n${kept}`);
   writeFileSync(join(ROOT, `bench/results/all${quick ? '.quick' : ''}.json`), JSON.stringify({ machine, matmul, tjs: { ...tjs, firstEmbedding: undefined }, ours: { all: oursAll, dense: oursDense, q8: oursQ8 }, long, ttfe, rows }, null, 2) + '\n');
   process.stdout.write(md);
 }
