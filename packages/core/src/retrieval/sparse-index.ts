@@ -467,22 +467,32 @@ export class SparseIndex {
       max[term] = m;
     }
     this.terms.assignAscending(termTokens, V > 0 ? termTokens[V - 1] + 1 : 0);
+    this.installMain(off, docs, w, max, [...ids], nnz);
+    this.livePostings = postings;
+  }
+
+  // Makes the given CSR over `ids` (slot i is ids[i], all alive, nnz[i] postings) the whole
+  // index: no delta, no dead slots.
+  private installMain(off: Int32Array<ArrayBuffer>, docs: Int32Array<ArrayBuffer>, w: Float32Array<ArrayBuffer>, max: Float32Array<ArrayBuffer>, ids: (string | undefined)[], nnz: Int32Array<ArrayBuffer>): void {
+    const n = ids.length;
     this.mOff = off;
     this.mDocs = docs;
     this.mW = w;
     this.mMax = max;
     this.mainSlots = n;
     this.mainDead = 0;
+    this.dTerms = new Uint32Array(1024);
+    this.dW = new Float32Array(1024);
+    this.dStart = new Int32Array(16);
     this.dLen = 0;
-    this.slotIds = [...ids];
+    this.slotIds = ids;
     this.slotNnz = nnz;
     const alive = new Uint8Array(Math.max(16, n));
     alive.fill(1, 0, n);
     this.slotAlive = alive;
     this.slotCount = n;
     this.idToSlot.clear();
-    for (let s = 0; s < n; s++) this.idToSlot.set(ids[s], s);
-    this.livePostings = postings;
+    for (let s = 0; s < n; s++) this.idToSlot.set(ids[s] as string, s);
   }
 
   /** Removes documents; unknown ids are ignored. Returns how many were removed. */
@@ -669,25 +679,8 @@ export class SparseIndex {
     }
     const nnz = new Int32Array(Math.max(16, n));
     for (let s = 0; s < this.slotCount; s++) if (remap[s] >= 0) nnz[remap[s]] = this.slotNnz[s];
-    const aliveNew = new Uint8Array(Math.max(16, n));
-    aliveNew.fill(1, 0, n);
-    this.mOff = off;
-    this.mDocs = docs;
-    this.mW = w;
-    this.mMax = max;
-    this.mainSlots = n;
-    this.mainDead = 0;
-    this.dTerms = new Uint32Array(1024);
-    this.dW = new Float32Array(1024);
-    this.dStart = new Int32Array(16);
-    this.dLen = 0;
     if (order !== undefined) this.terms.renumber(order);
-    this.slotIds = ids;
-    this.slotNnz = nnz;
-    this.slotAlive = aliveNew;
-    this.slotCount = n;
-    this.idToSlot.clear();
-    for (let s = 0; s < n; s++) this.idToSlot.set(ids[s] as string, s);
+    this.installMain(off, docs, w, max, ids, nnz);
   }
 
   /**
