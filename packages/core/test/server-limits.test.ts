@@ -127,13 +127,25 @@ describe('queueing and cancellation', () => {
   });
   after(() => enc.close());
 
-  test('concurrent requests are batched together, by similar length, within the text and token budgets', async () => {
+  // A server (one batch in flight, no wait) whose encoder is held at its gate with a first request
+  // inside: what the next requests queue behind.
+  async function heldServer(batching: NonNullable<Parameters<typeof start>[0]>['batching']) {
     const gated = new GatedEncoder(enc);
-    const s = await start({ encoder: gated, batching: { maxInflight: 1, maxWaitMs: 0, maxBatchTexts: 8, maxBatchTokens: 400 } }, enc);
+    const s = await start({ encoder: gated, batching: { maxInflight: 1, maxWaitMs: 0, ...batching } }, enc);
     try {
       gated.hold();
       const first = request(s.url, '/v1/embeddings', { body: { input: 'holds the encoder' } });
       await until(() => gated.calls.length === 1, 5000, 'the first batch');
+      return { gated, s, first };
+    } catch (err) {
+      await s.server.close();
+      throw err;
+    }
+  }
+
+  test('concurrent requests are batched together, by similar length, within the text and token budgets', async () => {
+    const { gated, s, first } = await heldServer({ maxBatchTexts: 8, maxBatchTokens: 400 });
+    try {
       const short = Array.from({ length: 12 }, (_, i) => `short query ${i}`);
       const long = Array.from({ length: 4 }, (_, i) => `${i} ${'long passage words '.repeat(20)}`);
       const texts = [...short.slice(0, 6), ...long, ...short.slice(6)];
@@ -161,12 +173,8 @@ describe('queueing and cancellation', () => {
   });
 
   test('a long text is not batched with short ones it would pad to its length (within the token budget all the same)', async () => {
-    const gated = new GatedEncoder(enc);
-    const s = await start({ encoder: gated, batching: { maxInflight: 1, maxWaitMs: 0, maxBatchTexts: 8, maxBatchTokens: 16384 } }, enc);
+    const { gated, s, first } = await heldServer({ maxBatchTexts: 8, maxBatchTokens: 16384 });
     try {
-      gated.hold();
-      const first = request(s.url, '/v1/embeddings', { body: { input: 'holds the encoder' } });
-      await until(() => gated.calls.length === 1, 5000, 'the first batch');
       const short = Array.from({ length: 6 }, (_, i) => `short query ${i}`);
       const long = `one ${'long passage words '.repeat(40)}`;
       const texts = [...short.slice(0, 3), long, ...short.slice(3)];
