@@ -127,6 +127,19 @@ describe('queueing and cancellation', () => {
   });
   after(() => enc.close());
 
+  // Sends one request per text while the encoder is held, opens the gate once all are queued,
+  // checks every answer against in-process encoding, and returns the batches after the first.
+  async function releaseAll(s: Running, gated: GatedEncoder, first: Promise<unknown>, texts: string[]): Promise<string[][]> {
+    const all = texts.map((t) => request(s.url, '/v1/embeddings', { body: { input: t } }));
+    for (let i = 0; i < 400 && (await request(s.url, '/health')).json.queue.texts < texts.length; i++) await new Promise((r) => setTimeout(r, 5));
+    gated.open();
+    await first;
+    const answers = await Promise.all(all);
+    const local = await enc.encode(texts);
+    answers.forEach((a, i) => near(a.json.data[0].embedding, local[i].dense!, `text ${i}`));
+    return gated.calls.slice(1);
+  }
+
   // A server (one batch in flight, no wait) whose encoder is held at its gate with a first request
   // inside: what the next requests queue behind.
   async function heldServer(batching: NonNullable<Parameters<typeof start>[0]>['batching']) {
@@ -149,14 +162,7 @@ describe('queueing and cancellation', () => {
       const short = Array.from({ length: 12 }, (_, i) => `short query ${i}`);
       const long = Array.from({ length: 4 }, (_, i) => `${i} ${'long passage words '.repeat(20)}`);
       const texts = [...short.slice(0, 6), ...long, ...short.slice(6)];
-      const all = texts.map((t) => request(s.url, '/v1/embeddings', { body: { input: t } }));
-      for (let i = 0; i < 400 && (await request(s.url, '/health')).json.queue.texts < texts.length; i++) await new Promise((r) => setTimeout(r, 5));
-      gated.open();
-      await first;
-      const answers = await Promise.all(all);
-      const local = await enc.encode(texts);
-      answers.forEach((a, i) => near(a.json.data[0].embedding, local[i].dense!, `text ${i}`));
-      const batches = gated.calls.slice(1);
+      const batches = await releaseAll(s, gated, first, texts);
       assert.ok(batches.length < texts.length / 2, `${texts.length} requests in ${batches.length} batches`);
       const tokens = new Map((await enc.tokenize(texts)).map((t, i) => [texts[i], t.ids.length]));
       for (const b of batches) {
@@ -180,14 +186,7 @@ describe('queueing and cancellation', () => {
       const texts = [...short.slice(0, 3), long, ...short.slice(3)];
       const tokens = new Map((await enc.tokenize(texts)).map((t, i) => [texts[i], t.ids.length]));
       assert.ok(tokens.get(long)! > 100 && Math.max(...short.map((t) => tokens.get(t)!)) < 16, 'one long text, short queries');
-      const all = texts.map((t) => request(s.url, '/v1/embeddings', { body: { input: t } }));
-      for (let i = 0; i < 400 && (await request(s.url, '/health')).json.queue.texts < texts.length; i++) await new Promise((r) => setTimeout(r, 5));
-      gated.open();
-      await first;
-      const answers = await Promise.all(all);
-      const local = await enc.encode(texts);
-      answers.forEach((a, i) => near(a.json.data[0].embedding, local[i].dense!, `text ${i}`));
-      const batches = gated.calls.slice(1);
+      const batches = await releaseAll(s, gated, first, texts);
       assert.deepEqual(batches.filter((b) => b.includes(long)), [[long]], `batches: ${JSON.stringify(batches.map((b) => b.map((t) => tokens.get(t))))}`);
       assert.equal(batches.length, 2, 'the short queries in one batch, the long text in another');
     } finally {

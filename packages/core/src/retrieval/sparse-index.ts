@@ -1090,16 +1090,7 @@ export class SparseIndex {
     }
     if (p !== postingCount) corrupt(file, 'posting-list lengths do not add up to the posting count');
     off[termCount] = p;
-    index.mDocs = docs;
-    index.mW = weights;
-    index.mainSlots = docCount;
-    const alive = new Uint8Array(Math.max(16, docCount));
-    alive.fill(1, 0, docCount);
-    index.slotAlive = alive;
-    index.slotNnz = nnz;
-    index.slotIds = ids;
-    index.slotCount = docCount;
-    for (let s = 0; s < docCount; s++) index.idToSlot.set(ids[s], s);
+    index.installMain(off, docs, weights, max, ids, nnz);
     index.livePostings = postingCount;
     return index;
   }
