@@ -434,12 +434,12 @@ export class M3Index implements M3Store {
   }
 
   // A directory of the pre-database layout: read it with the old loaders, write the database
-  // beside it (atomically, under the writer lock) and remove the old files.
-  // Migration runs under the directory's writer lock, taken before the old files are read: a
-  // second process loading the same directory meanwhile waits for the lock (lockTimeoutMs) or
-  // gets INDEX_LOCKED, then finds the database and loads it, instead of migrating again over
-  // the first one's writes. A reader migrates in memory only and takes no lock; if the old files
-  // vanish under it (another process just migrated), it loads the database instead.
+  // beside it (atomically) and remove the old files, all under the directory's writer lock,
+  // taken before the old files are read. A second process loading the same directory meanwhile
+  // waits for the lock (lockTimeoutMs) or gets INDEX_LOCKED, then finds the database and loads
+  // it, instead of migrating again over the first one's writes. A reader migrates in memory only
+  // and takes no lock; if the old files vanish under it (another process just migrated), it
+  // loads the database instead.
   private static async migrate(dir: string, options: M3IndexLoadOptions): Promise<M3Index> {
     const file = join(dir, DB_FILE);
     let lock: WriterLock | undefined;
