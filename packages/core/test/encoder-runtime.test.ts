@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { M3Encoder, M3Error } from '@bgem3/core';
 import { FIXTURE, golden } from './helpers/fixture.ts';
+import { paddingAcceptable, planBatches } from '../src/inference/batching.js';
 
 const g = golden();
 const SHORT: string[] = g.texts.slice(0, 25);
@@ -255,6 +256,35 @@ describe('bad input', () => {
     await assert.rejects(M3Encoder.load(FIXTURE, { workers: -1 }), /workers must be an integer/);
     for (const workerNice of [-1, 20, 1.5]) {
       await assert.rejects(M3Encoder.load(FIXTURE, { workerNice }), /workerNice must be an integer from 0 to 19/);
+    }
+  });
+});
+
+describe('batch planning (planBatches)', () => {
+  test('a long text does not pad short ones to its length; similar lengths share batches; budgets hold', () => {
+    const limits = { batchSize: 16, maxBatchTokens: 16384 };
+    // One 512-token passage and 15 queries of 30 tokens: the passage runs alone (16 × 512 padded
+    // tokens for 962 real ones is 8.5×), the queries together.
+    const mixed = [30, 30, 512, ...Array.from({ length: 13 }, () => 30)];
+    assert.deepEqual(planBatches(mixed, limits), [[2], [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]);
+    // Lengths within the padding bound share a batch, longest first.
+    assert.deepEqual(planBatches([400, 512, 450, 480], limits), [[1, 3, 2, 0]]);
+    // Short texts (≤ 64 tokens) batch whatever their spread.
+    assert.deepEqual(planBatches([4, 60, 12, 33], limits), [[1, 3, 2, 0]]);
+    // Every batch of a random mix keeps the bounds.
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const lengths = Array.from({ length: 300 }, () => 2 + Math.floor(rand() ** 3 * 2000));
+    const batches = planBatches(lengths, { ...limits, aloneAbove: 1024 });
+    assert.deepEqual(batches.flat().sort((a, b) => a - b), lengths.map((_, i) => i), 'every text exactly once');
+    for (const b of batches) {
+      const ls = b.map((i) => lengths[i]);
+      const longest = Math.max(...ls);
+      assert.ok(b.length <= 16);
+      if (b.length > 1) {
+        assert.ok(longest * b.length <= 16384 && longest <= 1024);
+        assert.ok(paddingAcceptable(longest, b.length, ls.reduce((x, y) => x + y, 0)), `padding of ${JSON.stringify(ls)}`);
+      }
     }
   });
 });

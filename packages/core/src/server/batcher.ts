@@ -12,6 +12,7 @@
  * disconnect never fails another's request.
  */
 import { M3Error } from '../errors.js';
+import { paddingAcceptable } from '../inference/batching.js';
 import type { TokenizedText } from '../tokenizer/m3-tokenizer.js';
 import type { EncodeResult, OutputSelection } from '../types.js';
 import { ApiError, m3ErrorCode } from './http-error.js';
@@ -76,15 +77,6 @@ export interface SubmittedText {
 
 const MAX_RETRIES = 2;
 
-/**
- * A batch runs padded to its longest text, so a text joins only while the batch's padded tokens
- * stay within this factor of its real tokens: one 512-token passage among 15 short queries would
- * otherwise make them cost 16 × 512 tokens (8× the work of running them apart, seconds on the
- * full-size model). Batches of texts up to {@link PAD_FREE_LENGTH} tokens are exempt: there the
- * per-run cost outweighs the padding.
- */
-const MAX_PADDING = 1.5;
-const PAD_FREE_LENGTH = 64;
 
 export class EncodeBatcher {
   private queue: Item[] = [];
@@ -239,7 +231,7 @@ export class EncodeBatcher {
   /**
    * The next batch: the oldest text (so every text is served in time) and the queued texts of the
    * same max length closest to it in length (little padding), within the text and token budgets
-   * and {@link MAX_PADDING}.
+   * and the padding bound (paddingAcceptable, shared with the encoder's own batch planning).
    * `full` says whether waiting longer could not make it larger.
    */
   private pick(): { items: Item[]; full: boolean } {
@@ -260,7 +252,7 @@ export class EncodeBatcher {
         blocked = true;
         continue;
       }
-      if (l > PAD_FREE_LENGTH && padded > MAX_PADDING * (real + it.tokens)) continue; // its own batch, later
+      if (!paddingAcceptable(l, items.length + 1, real + it.tokens)) continue; // its own batch, later
       items.push(it);
       longest = l;
       real += it.tokens;
