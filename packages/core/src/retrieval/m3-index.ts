@@ -1266,9 +1266,16 @@ function readDocRows(db: Db, file: string, meta: IndexMeta, crc: RowCrc, m: Mirr
         if (m.docs.has(id)) throw new M3Error('INDEX_INVALID', `${file}: duplicate id ${JSON.stringify(id)}`, { file });
         const metadata = readMetadata(file, metadataBytes, `metadata of ${what}`);
         if (bulk) {
-          // The same checks as readDense / readSparse, on the bytes in place.
-          if (!m.dense.appendBytes(id, denseBytes)) readDense(file, denseBytes, meta.dim, what);
-          if (!bulkSparse.push(sparseBytes)) readSparse(file, sparseBytes, meta.vocabSize, what);
+          // The same checks as readDense / readSparse, on the bytes in place; a refusal is
+          // reported by them (naming the fault), and is never skipped if their rules ever differ.
+          if (!m.dense.appendBytes(id, denseBytes)) {
+            readDense(file, denseBytes, meta.dim, what);
+            throw new M3Error('INDEX_INVALID', `${file}: ${what}: invalid dense vector`, { file });
+          }
+          if (!bulkSparse.push(sparseBytes)) {
+            readSparse(file, sparseBytes, meta.vocabSize, what);
+            throw new M3Error('INDEX_INVALID', `${file}: ${what}: invalid sparse weights`, { file });
+          }
           bulkIds.push(id);
         } else {
           dense.push({ id, vector: readDense(file, denseBytes, meta.dim, what) });
