@@ -83,12 +83,19 @@ export interface PgM3StoreOptions {
   /**
    * How the ColBERT bytes of the reranked candidates travel (default `'copy'` when the client
    * can, as `pgClient` can): `'copy'` reads them with `COPY … TO STDOUT (FORMAT binary)`, raw
-   * bytes on the wire, split over up to `colbertConnections` connections and scored group by
+   * bytes on the wire, split over up to `searchConnections` connections and scored group by
    * group as they arrive; `'base64'` selects them as base64 text in the ranking statement (the
    * only way on PGlite). Both give the same scores (see the README, "ColBERT only for the top R").
    */
   colbertTransfer?: 'copy' | 'base64';
-  /** Connections one search may use at once to read ColBERT bytes by COPY (default {@link DEFAULT_COLBERT_CONNECTIONS}, at most the pool's size). */
+  /**
+   * Connections one search may use at once (default {@link DEFAULT_SEARCH_CONNECTIONS}, at most
+   * the pool's size): its dense and its sparse first stage run side by side on two of them, and
+   * the ColBERT bytes of its top candidates are read by COPY in groups on up to this many. 1:
+   * one connection at a time (the least load per search on a busy server, the slowest search).
+   */
+  searchConnections?: number;
+  /** @deprecated The former name of {@link searchConnections} (used when that is not given). */
   colbertConnections?: number;
   /** onnxruntime threads of the ColBERT MaxSim (default: all cores). */
   intraOpNumThreads?: number;
@@ -131,8 +138,8 @@ export { DEFAULT_RERANK_DEPTH } from '@bgem3/core';
  * "postingsPerToken"; see the README).
  */
 export const DEFAULT_POSTINGS_PER_TOKEN = 2000;
-/** Default {@link PgM3StoreOptions.colbertConnections} (chosen by measurement, see the README). */
-export const DEFAULT_COLBERT_CONNECTIONS = 2;
+/** Default {@link PgM3StoreOptions.searchConnections} (chosen by measurement, see the README). */
+export const DEFAULT_SEARCH_CONNECTIONS = 2;
 /** A bound on one INSERT statement's payload (ColBERT bytes dominate) and its parameters (≤ 65,535). */
 export const MAX_STATEMENT_BYTES = 32 * 1024 * 1024;
 

@@ -328,6 +328,14 @@ async function createStoreTables(tx: SqlQueryable, table: TableName, meta: Store
     )`,
     // ColBERT bytes are float data: compression costs CPU on every write and read for ~nothing.
     `ALTER TABLE ${docs} ALTER COLUMN colbert SET STORAGE EXTERNAL`,
+    // Keep the dense and sparse vectors in the row. pgvector's types have STORAGE external, and
+    // a row over 2 kB (a halfvec(1024) alone is 2,056 bytes, ~155 sparse weights 1.2 kB more)
+    // would have its largest vector moved to the TOAST table, which with ColBERT is the 25 GB
+    // of ColBERT chunks at 100k documents: every exact dense score of a candidate was then a
+    // TOAST index lookup (measured on PostgreSQL 15: 2 TOAST values per row, ColBERT and dense).
+    // With the target at its maximum only values that do not fit in a page leave the row:
+    // ColBERT always, a long text, a sparse_full.
+    `ALTER TABLE ${docs} SET (toast_tuple_target = 8160)`,
     ...(meta.sparseIndex === 'postings'
       ? [
           `CREATE TABLE IF NOT EXISTS ${postings} (

@@ -9,18 +9,24 @@
  * A hybrid search is the M3 pipeline split where it runs best:
  *
  * 1. first stages: dense top-fetchK from the HNSW index (`ORDER BY dense <#> q`), sparse
- *    top-fetchK from the postings table (exact) or the sparse HNSW index;
- * 2. every candidate of the union gets its exact dense score (the float32 query against the
- *    stored vector) and its exact sparse score (all its weights), computed by pgvector;
- * 3. the candidates are ranked by w_d·dense + w_s·sparse and only the best `rerankDepth` get
- *    ColBERT: their bytes are read by binary COPY (`pg`: raw bytes, in groups over up to
- *    `colbertConnections` connections, each group scored as it arrives) or, on PGlite, returned
- *    by the ranking statement as base64 text; scored by MaxSim in the application (core's
- *    `maxSimPacked`) and ranked by core's `m3AllScore` (ties: id). Their M3 All scores are exact.
+ *    top-fetchK from the postings table (exact) or the sparse HNSW index, as two statements
+ *    run side by side on two connections of a pool (`searchConnections`; one after the other
+ *    on a single connection), each returning rowids;
+ * 2. one statement scores every candidate of the union exactly by dense (the float32 query
+ *    against the stored vector) and sparse (all its weights), computed by pgvector, tests the
+ *    `where` filter again, ranks them by w_d·dense + w_s·sparse and returns the best
+ *    `rerankDepth` with their text and metadata;
+ * 3. only those get ColBERT: their bytes are read by binary COPY (`pg`: raw bytes, in groups
+ *    over up to `searchConnections` connections, each group scored as it arrives) or, on
+ *    PGlite, returned by the ranking statement as base64 text; scored by MaxSim in the
+ *    application (core's `maxSimPacked`) and ranked by core's `m3AllScore` (ties: id). Their
+ *    M3 All scores are exact.
  *
- * Steps 1–3 up to the ColBERT bytes are ONE statement (one round trip, one snapshot). The COPY
- * that follows checks each row's version (xmin) against the one ranked; a row changed or
- * deleted in between makes the search run again as one statement, so no result mixes versions.
+ * Every score and field of a result comes from the ranking statement of step 2 (one
+ * snapshot); the first stages only nominate candidates, so a row changed or deleted after its
+ * stage read it is scored as it is now, or not found. The COPY that follows checks each row's
+ * version (xmin) against the one ranked; a row changed or deleted in between makes the search
+ * run again with the ColBERT bytes inline in the ranking statement, so no result mixes versions.
  *
  * `<#>` is pgvector's NEGATIVE inner product (smaller is closer). An HNSW scan returns at most
  * `hnsw.ef_search` rows, so every search sets it (transaction-locally) to at least the number
@@ -71,7 +77,7 @@ import { parseTableName, qualified, type TableName } from './identifiers.js';
 import {
   invalidArgument,
   DEFAULT_POSTINGS_PER_TOKEN,
-  DEFAULT_COLBERT_CONNECTIONS,
+  DEFAULT_SEARCH_CONNECTIONS,
   DEFAULT_RERANK_DEPTH,
   DEFAULT_TABLE,
   MAX_EF_SEARCH,
@@ -239,7 +245,7 @@ export class PgM3Store implements M3Store {
   private readonly hnsw: Required<HnswParams>;
   private readonly colbertSql: string;
   private readonly colbertCopy: boolean;
-  private readonly colbertConnections: number;
+  private readonly searchConnections: number;
   private readonly writes = new WriteSequencer();
   private closed = false;
 
@@ -279,7 +285,7 @@ export class PgM3Store implements M3Store {
     // took 27 ms (bench/pgvector.bench.ts, breakdown).
     this.colbertSql = client.byteaFormat === 'binary' ? 't.colbert' : `encode(t.colbert, 'base64')`;
     this.colbertCopy = (options.colbertTransfer ?? 'copy') === 'copy' && typeof client.copyBinary === 'function';
-    this.colbertConnections = Math.max(1, Math.min(options.colbertConnections ?? DEFAULT_COLBERT_CONNECTIONS, client.parallelism ?? 1));
+    this.searchConnections = Math.max(1, Math.min(options.searchConnections ?? options.colbertConnections ?? DEFAULT_SEARCH_CONNECTIONS, client.parallelism ?? 1));
   }
 
   /**
@@ -304,7 +310,7 @@ export class PgM3Store implements M3Store {
     if (options.sparseIndex !== undefined && options.sparseIndex !== 'postings' && options.sparseIndex !== 'hnsw') invalidArgument(`sparseIndex must be 'postings' or 'hnsw', got ${String(options.sparseIndex)}`);
     if (options.sparseIndexNnz !== undefined && options.sparseIndex === 'postings') invalidArgument("sparseIndexNnz applies to sparseIndex 'hnsw' only (the postings keep every weight)");
     checkPositiveInt(options.sparseIndexNnz, 'sparseIndexNnz', 0, HNSW_SPARSE_MAX_NNZ);
-    for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth', 'colbertConnections'] as const) checkPositiveInt(options[key], key, 0);
+    for (const key of ['maxLength', 'batchSize', 'writeBatchSize', 'intraOpNumThreads', 'dim', 'vocabSize', 'rerankDepth', 'searchConnections', 'colbertConnections'] as const) checkPositiveInt(options[key], key, 0);
     if (options.colbertTransfer !== undefined && options.colbertTransfer !== 'copy' && options.colbertTransfer !== 'base64') invalidArgument(`colbertTransfer must be 'copy' or 'base64', got ${String(options.colbertTransfer)}`);
     checkPositiveInt(options.efSearch, 'efSearch', 0, MAX_EF_SEARCH);
     checkPostingsPerToken(options.postingsPerToken);
@@ -684,9 +690,9 @@ export class PgM3Store implements M3Store {
    * The SQL of the sparse first stage: ids of the top `n` documents by sparse score that pass
    * the `where` filter and share at least one token with the query. `sq` is the query sparsevec.
    */
-  private sparseStage(q: SparseVector, n: string, f: CheckedFilters, params: unknown[], sq: string, perToken: number | undefined): string {
+  private sparseStage(q: SparseVector, n: string, f: CheckedFilters, params: unknown[], sq: string, perToken: number | undefined, column: 'id' | 'rowid' = 'id'): string {
     if (this.sparseIndex === 'hnsw') {
-      return `SELECT id FROM (SELECT id, sparse <#> ${sq} AS dist FROM ${this.t} WHERE ${this.condition(f, params)} ORDER BY sparse <#> ${sq} LIMIT ${n}) x WHERE dist < 0`;
+      return `SELECT ${column} FROM (SELECT ${column}, sparse <#> ${sq} AS dist FROM ${this.t} WHERE ${this.condition(f, params)} ORDER BY sparse <#> ${sq} LIMIT ${n}) x WHERE dist < 0`;
     }
     // Postings: exact top n by Σ query weight × document weight over the shared tokens.
     const keep: number[] = [];
@@ -702,9 +708,11 @@ export class PgM3Store implements M3Store {
         : depth === Infinity
           ? `JOIN ${this.postings} p ON p.token = q.token`
           : `CROSS JOIN LATERAL (SELECT x.doc, x.weight FROM ${this.postings} x WHERE x.token = q.token ORDER BY x.weight DESC LIMIT $${params.push(depth)}) p`;
-    return `SELECT t.id FROM (SELECT p.doc, sum(p.weight * q.w) AS score FROM unnest(${tok}, ${w}) AS q(token, w)
+    const top = `SELECT p.doc, sum(p.weight * q.w) AS score FROM unnest(${tok}, ${w}) AS q(token, w)
         ${postings}
-        GROUP BY p.doc ORDER BY score DESC, p.doc LIMIT ${n}) x JOIN ${this.t} t ON t.rowid = x.doc`;
+        GROUP BY p.doc ORDER BY score DESC, p.doc LIMIT ${n}`;
+    // A posting's doc is its document's rowid (kept in step in the same transactions).
+    return column === 'rowid' ? `SELECT x.doc AS rowid FROM (${top}) x` : `SELECT t.id FROM (${top}) x JOIN ${this.t} t ON t.rowid = x.doc`;
   }
 
   /**
@@ -723,7 +731,7 @@ export class PgM3Store implements M3Store {
     const useColbert = wc > 0;
     const q = await this.encodeQuery(query, { dense: true, sparse: true, colbert: useColbert }, o.signal);
     // A row that changed between the ranking statement and its binary COPY: the search again,
-    // in one statement (one snapshot).
+    // with the ColBERT bytes in the ranking statement (one snapshot).
     return (await this.hybrid(q, o, options, depth, this.colbertCopy)) ?? (this.hybrid(q, o, options, depth, false) as Promise<M3SearchResult[]>);
   }
 
@@ -732,33 +740,52 @@ export class PgM3Store implements M3Store {
     const [wd, ws, wc] = o.weights;
     const useColbert = wc > 0;
     const n = o.fetchK;
-    const params: unknown[] = [formatDense(q.dense as Float32Array), formatSparse(q.sparse as SparseVector, this.vocabSize), n];
-    const exactDense = this.denseType === 'vector' ? '$1::vector' : `$${params.push(params[0])}::vector`;
+    const dq = formatDense(q.dense as Float32Array);
+    const sq = formatSparse(q.sparse as SparseVector, this.vocabSize);
     const filtered = o.where !== undefined;
-    const cond = this.condition(o, params);
-    const sparseStage = this.sparseStage(q.sparse as SparseVector, '$3', o, params, '$2::sparsevec', options.postingsPerToken);
-    // Rank by the partial score: all candidates if a function filter must see them first, or if
+    // 1. The first stages, side by side on two connections (one after the other on one): each
+    // statement returns the rowids of its top fetchK that pass the `where` filter.
+    const denseParams: unknown[] = [dq, n];
+    const denseSql = `SELECT rowid FROM ${this.t} WHERE ${this.condition(o, denseParams)} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $2`;
+    const sparseParams: unknown[] = [n];
+    // (The postings stage takes the query as token and weight arrays, HNSW as a sparsevec.)
+    const sparseQuery = this.sparseIndex === 'hnsw' ? `$${sparseParams.push(sq)}::sparsevec` : '';
+    const sparseSql = this.sparseStage(q.sparse as SparseVector, '$1', o, sparseParams, sparseQuery, options.postingsPerToken, 'rowid');
+    const [denseIds, sparseIds] = await Promise.all([
+      this.read<{ rowid: unknown }>(n, options.efSearch, filtered, denseSql, denseParams),
+      this.read<{ rowid: unknown }>(n, options.efSearch, filtered, sparseSql, sparseParams),
+    ]);
+    const candidates = [...new Set([...denseIds, ...sparseIds].map((r) => String(r.rowid)))];
+    if (candidates.length === 0) return [];
+    // 2. One statement (one snapshot) scores every candidate exactly by dense and sparse, tests
+    // the filter again (a row may have changed since its stage read it), ranks by the partial
+    // score and returns the best rows with what the result needs. A candidate deleted since is
+    // simply not found. Rank all candidates if a function filter must see them first, or if
     // dense and sparse carry no weight (the rank would then be arbitrary).
     const rankAll = o.filter !== undefined || wd + ws === 0;
+    const inline = useColbert && !rankAll && !copy;
+    const params: unknown[] = [dq, sq, candidates];
+    const cond = this.condition(o, params, 't.metadata');
     const limit = rankAll ? '' : `LIMIT $${params.push(useColbert ? depth : o.k)}`;
     const partial = `$${params.push(wd)}::float8 * c.dense + $${params.push(ws)}::float8 * c.sparse`;
-    const inline = useColbert && !rankAll && !copy;
-    const sql = `WITH d AS (SELECT id FROM ${this.t} WHERE ${cond} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $3),
-      s AS (${sparseStage}),
-      c AS (SELECT t.id, -(t.dense::vector <#> ${exactDense}) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $2::sparsevec) AS sparse
-            FROM ${this.t} t WHERE t.id IN (SELECT id FROM d UNION SELECT id FROM s)),
-      r AS (SELECT c.id, c.dense, c.sparse, ${partial} AS partial FROM c ORDER BY partial DESC, c.id COLLATE "C" ${limit})
+    const sql = `WITH c AS (SELECT t.rowid, t.id, -(t.dense::vector <#> $1::vector) AS dense, -(coalesce(t.sparse_full, t.sparse) <#> $2::sparsevec) AS sparse
+            FROM ${this.t} t WHERE t.rowid = ANY($3::bigint[]) AND ${cond}),
+      r AS (SELECT c.rowid, c.id, c.dense, c.sparse, ${partial} AS partial FROM c ORDER BY partial DESC, c.id COLLATE "C" ${limit})
       SELECT r.id, r.dense, r.sparse, r.partial, t.text, t.metadata${inline ? `, ${this.colbertSql} AS colbert` : ''}${copy && useColbert ? ', t.rowid::text AS rowid, t.xmin::text AS xmin' : ''}
-      FROM r JOIN ${this.t} t ON t.id = r.id ORDER BY r.partial DESC, r.id COLLATE "C"`;
-    let rows = await this.read<CandidateRow>(n, options.efSearch, filtered, sql, params);
+      FROM r JOIN ${this.t} t ON t.rowid = r.rowid ORDER BY r.partial DESC, r.id COLLATE "C"`;
+    // In a transaction like every read (no cost on a server but a round trip): a PGlite served
+    // over a socket (PGLiteSocketServer) runs the messages of concurrent connections on its one
+    // session in arrival order, and keeps one connection's messages together only inside a
+    // transaction; outside one, another connection's Parse can replace this one's unnamed portal.
+    let rows = await this.run(() => this.client.transaction((tx) => tx.query<CandidateRow>(sql, params)));
     if (o.filter) {
       const fn = o.filter;
       rows = rows.filter((r) => fn(copyMetadata(parseMetadata(r.metadata)), r.id) === true);
     }
     if (rows.length === 0) return [];
     if (!useColbert) return this.ranked(rows, new Float64Array(rows.length), o.weights).slice(0, o.k);
-    // Ranked in full above (a function filter, or only ColBERT counts): the best `depth` by
-    // partial score, or all, get ColBERT now.
+    // 3. ColBERT for the best `depth` by partial score (ranked in full above: a function filter,
+    // or only ColBERT counts).
     if (rankAll && wd + ws > 0) rows = rows.slice(0, depth);
     if (copy) {
       const colbert = await this.maxSimByCopy(q.colbert as ColbertMatrix, rows);
@@ -778,7 +805,7 @@ export class PgM3Store implements M3Store {
    * MaxSim of `query` against the ColBERT vectors of `rows` (each with the rowid and xmin the
    * ranking statement read), fetched by binary COPY: the server sends the bytea bytes as they
    * are (no base64 encoding, the most expensive step of a base64 read, nor hex), `pg` hands them
-   * over unparsed. The rows are split into groups fetched at once on up to `colbertConnections`
+   * over unparsed. The rows are split into groups fetched at once on up to `searchConnections`
    * connections (the server reads their TOAST chunks in parallel), and each group is scored as
    * soon as it has arrived, while the others are still in transit. NaN for a row that is gone or
    * whose version (xmin) is no longer the one ranked.
@@ -789,7 +816,7 @@ export class PgM3Store implements M3Store {
     const index = new Map(rows.map((r, i) => [String(r.rowid), i]));
     const copyBinary = this.client.copyBinary as NonNullable<SqlClient['copyBinary']>;
     // At least ~5 rows per group: below that a statement costs more than it overlaps.
-    const groups = Math.max(1, Math.min(Math.max(2, this.colbertConnections), Math.ceil(rows.length / 5)));
+    const groups = Math.max(1, Math.min(Math.max(2, this.searchConnections), Math.ceil(rows.length / 5)));
     const size = Math.ceil(rows.length / groups);
     let scoring: Promise<unknown> = Promise.resolve();
     const fetches: Promise<void>[] = [];

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { M3Error, M3Index, lexicalMatchingScore, type EncodeResult, type M3Encoder, type SparseVector, type TextEncoder3 } from '@bgem3/core';
-import { PgM3Store, type PgM3StoreOptions } from '../src/index.js';
+import { M3Error, M3Index, lexicalMatchingScore, type EncodeResult, type M3EncodedDocument, type M3Encoder, type SparseVector, type TextEncoder3 } from '@bgem3/core';
+import { PgM3Store, type PgM3StoreOptions, type SqlClient } from '../src/index.js';
 import { decodeSparsevecSend } from '../src/codec.js';
 import { CORPUS, QUERIES, RUN, assertSameResults, loadEncoder, sharedDatabase, syntheticEncoding, type TestDatabase } from './helpers.js';
 
@@ -272,6 +272,62 @@ describe('writes', () => {
     await pg.client.query(`ALTER TABLE "${store.table}" ADD CONSTRAINT no_z CHECK (id <> 'zzz')`);
     await assert.rejects(store.addEncoded([{ id: 'aaa', text: 'x', encoding: enc }, { id: 'zzz', text: 'x', encoding: enc }]), /no_z/);
     assert.equal(await store.has('aaa'), false, 'nothing of the failed call is stored');
+  });
+
+  it('a row changed or deleted after a first stage nominated it is scored, filtered and returned as it is now', async () => {
+    const model = { modelId: 'stage-race', dim: 16, vocabSize: 300 } as const;
+    const docs = (ids: number[], seed: number, lang = 'en'): M3EncodedDocument[] =>
+      ids.map((i) => ({ id: `s${i}`, text: `doc ${i} v${seed}`, metadata: { lang, i }, encoding: syntheticEncoding(model.dim, model.vocabSize, 12, 6, i + seed) }));
+    const table = next();
+    const writer = await PgM3Store.connect({ client: pg.client, table, ...model, colbertPrecision: 'int8' });
+    await writer.addEncoded(docs(Array.from({ length: 40 }, (_, i) => i), 0));
+    // The write runs right after the dense stage's statement has returned its rowids, before
+    // the ranking statement (which waits for both stages).
+    let afterDenseStage: (() => Promise<unknown>) | undefined;
+    const racing: SqlClient = {
+      ...pg.client,
+      async transaction(fn) {
+        let dense = false;
+        const result = await pg.client.transaction((tx) => fn({ query: (sql, params) => ((dense ||= /ORDER BY dense <#>/.test(sql)), tx.query(sql, params)) }));
+        const hook = afterDenseStage;
+        if (dense && hook) {
+          afterDenseStage = undefined;
+          await hook();
+        }
+        return result;
+      },
+    };
+    const store = await PgM3Store.connect({ client: racing, table });
+    const q = syntheticEncoding(model.dim, model.vocabSize, 8, 4, 999);
+    const options = { k: 10, fetchK: 40, rerankDepth: 20, where: { lang: 'en' } };
+    const changes: [string, (top: string) => Promise<unknown>][] = [
+      // new vectors and text: scores and fields must all be the new version's
+      ['updated', (top) => writer.addEncoded([{ id: top, text: 'changed', metadata: { lang: 'en', i: -1 }, encoding: syntheticEncoding(model.dim, model.vocabSize, 12, 6, 555) }])],
+      // no longer passes the where filter
+      ['moved out of the filter', (top) => writer.addEncoded(docs([Number(top.slice(1))], 0, 'fr'))],
+      ['deleted', (top) => writer.delete(top)],
+    ];
+    for (const [what, change] of changes) {
+      const top = (await writer.search(q, options))[0].id;
+      afterDenseStage = () => change(top);
+      const got = await store.search(q, options);
+      assert.equal(afterDenseStage, undefined, 'the write ran between the first stages and the ranking statement');
+      assert.deepEqual(got, await writer.search(q, options), what);
+      if (what !== 'updated') assert.ok(!got.some((h) => h.id === top), what);
+      else assert.ok(got.every((h) => h.id !== top || (h.text === 'changed' && h.metadata.i === -1)), what);
+    }
+  });
+
+  it('dense and sparse vectors stay in the row; only ColBERT bytes (and values too large for a page) go to TOAST', async () => {
+    // A halfvec(1024) is 2,056 bytes: with the sparse weights the row passes PostgreSQL's 2 kB
+    // TOAST threshold, and pgvector's types are STORAGE external.
+    const model = { modelId: 'toast', dim: 1024, vocabSize: 5000 } as const;
+    const store = await PgM3Store.connect({ client: pg.client, table: next(), ...model, denseType: 'halfvec', colbertPrecision: 'int8' });
+    const n = 6;
+    await store.addEncoded(Array.from({ length: n }, (_, i) => ({ id: `t${i}`, text: `doc ${i}`, encoding: syntheticEncoding(model.dim, model.vocabSize, 200, 8, i) })));
+    const [{ toast }] = await pg.client.query<{ toast: string }>(`SELECT reltoastrelid::regclass::text AS toast FROM pg_class WHERE oid = $1::regclass`, [`"${store.table}"`]);
+    const [{ values }] = await pg.client.query<{ values: number }>(`SELECT count(DISTINCT chunk_id)::int AS values FROM ${toast}`);
+    assert.equal(values, n, 'one TOAST value per row: its ColBERT bytes (the dense vector would be a second)');
   });
 
   it('add honours an AbortSignal between batches', async () => {
