@@ -176,6 +176,32 @@ async function sizes(table: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.name, Number(r.mb)]));
 }
 
+/** `base` with each statement of a search timed by what it is: a first stage, the ranking statement, a ColBERT COPY. */
+function timedClient(base: SqlClient, record: (kind: string, ms: number) => void): SqlClient {
+  const kindOf = (sql: string) =>
+    /ORDER BY dense <#>/.test(sql) ? 'denseStage' : /unnest\(|ORDER BY sparse <#>/.test(sql) ? 'sparseStage' : /ANY\(\$3::bigint\[\]\)/.test(sql) ? 'rankStatement' : undefined;
+  const copyBinary = base.copyBinary;
+  return {
+    ...base,
+    async transaction(fn) {
+      let kind: string | undefined;
+      const s = now();
+      const result = await base.transaction((tx) => fn({ query: (sql, params) => ((kind ??= kindOf(sql)), tx.query(sql, params)) }));
+      if (kind) record(kind, now() - s);
+      return result;
+    },
+    ...(copyBinary
+      ? {
+          async copyBinary(sql: string, onRow: (fields: readonly (Buffer | null)[]) => void) {
+            const s = now();
+            await copyBinary(sql, onRow);
+            record('copyGroup', now() - s);
+          },
+        }
+      : {}),
+  };
+}
+
 /**
  * Where the time of a hybrid search at R = the store's rerankDepth goes, phase by phase, on the
  * same queries (each phase timed alone, in the order a search runs them):
@@ -188,7 +214,10 @@ async function sizes(table: string): Promise<Record<string, number>> {
  * - pack / maxSim: core's int8 unpacking and the onnxruntime MaxSim of the R rows;
  * - fetchCopyBinary: the same bytes by COPY … (FORMAT binary), raw bytes on the wire;
  * - search: the whole search (default: binary COPY over the default connections), then the whole
- *   search with each way of reading the ColBERT bytes.
+ *   search with each way of reading the ColBERT bytes and with 1, 2 and 4 searchConnections;
+ * - insideSearch: each statement of the default search timed inside the searches of
+ *   searchTimed (denseStage and sparseStage side by side, then rankStatement, then the
+ *   copyGroup COPYs, each group's MaxSim overlapping the next group's transfer).
  */
 async function breakdown(store: PgM3Store, table: string, queries: (EncodeResult & { colbert: ColbertMatrix })[], into: Record<string, any>): Promise<void> {
   const R = store.rerankDepth;
@@ -217,9 +246,9 @@ async function breakdown(store: PgM3Store, table: string, queries: (EncodeResult
   // The whole search by each way of reading the ColBERT bytes (the same results: checked below).
   const variants: [string, Partial<Parameters<typeof PgM3Store.connect>[0]>][] = [
     ['searchBase64', { colbertTransfer: 'base64' }],
-    ['searchCopy1Connection', { colbertConnections: 1 }],
-    ['searchCopy2Connections', { colbertConnections: 2 }],
-    ['searchCopy4Connections', { colbertConnections: 4 }],
+    ['searchConnections1', { searchConnections: 1 }],
+    ['searchConnections2', { searchConnections: 2 }],
+    ['searchConnections4', { searchConnections: 4 }],
   ];
   const searches: Record<string, (q: EncodeResult) => Promise<unknown>> = {};
   for (const [name, options] of variants) {
@@ -227,6 +256,13 @@ async function breakdown(store: PgM3Store, table: string, queries: (EncodeResult
     searches[name] = (q) => other.search(q, { k: 10, fetchK: 100 });
   }
   const out: Record<string, unknown> = { rerankDepth: R, queries: qs.length };
+  // Each statement of the default search, timed inside real searches (round trips included).
+  const inside: Record<string, number[]> = {};
+  const timed = await PgM3Store.connect({ client: timedClient(client, (kind, ms) => (inside[kind] ??= []).push(ms)), table });
+  await latency(qs.slice(0, 3), (q) => timed.search(q, { k: 10, fetchK: 100 }));
+  for (const key of Object.keys(inside)) delete inside[key];
+  out.searchTimed = await latency(qs, (q) => timed.search(q, { k: 10, fetchK: 100 }));
+  out.insideSearch = Object.fromEntries(Object.entries(inside).map(([kind, ms]) => [kind, stats(ms)]));
   // Each phase over all queries after one warm-up pass (phases read what earlier ones stored).
   for (const [name, fn] of Object.entries(phases)) out[name] = await latency(qs, fn);
   // The ways of reading the bytes side by side: per query each once, in a rotating order, so a
@@ -420,6 +456,9 @@ try {
     c.denseIndexBuildSeconds = round((now() - t) / 1000, 1);
     // Not the TOAST table (26 GB at 100k): nothing there is ever scanned, only fetched by chunk id.
     await client.query(`VACUUM (ANALYZE${URL_ARG ? ', PROCESS_TOAST FALSE' : ''}) "${table}"`).catch(() => undefined);
+    // The postings too (as autovacuum would after a bulk load): until their visibility map is
+    // set, the index-only scans of the sparse stage read a heap page per posting.
+    await client.query(`VACUUM ANALYZE "${table}_postings"`).catch(() => undefined);
     c.sizesMB = await sizes(table);
     save();
     if (loaded > from && Number.isFinite(LOAD_SECONDS)) {
