@@ -32,6 +32,7 @@ export {
 export { computeScore, type ComputeScoreOptions, type ScorePair } from './scoring/compute-score.js';
 export * from './store/index.js';
 export { ColbertCodec, COLBERT_STORAGES, DEFAULT_COLBERT_STORAGE, checkColbertStorage, colbertBytesPerVector, type ColbertStorage } from './store/colbert-codec.js';
+export { ColbertPackBuilder } from './store/colbert-pack-builder.js';
 export { sparseToRecord, sparseFromRecord } from './scoring/sparse-convert.js';
 export { resolveModel, DEFAULT_MODEL, type ResolveOptions, type ResolvedModel } from './model/resolve.js';
 export {

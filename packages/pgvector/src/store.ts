@@ -34,6 +34,7 @@
  */
 import {
   ColbertCodec,
+  ColbertPackBuilder,
   M3Error,
   WriteSequencer,
   assertTextEncoder3,
@@ -67,7 +68,6 @@ import {
   type M3StoredDocument,
   type M3Weights,
   type OutputSelection,
-  type PackedColbert,
   type SparseVector,
   type TextEncoder3,
 } from '@bgem3/core';
@@ -126,59 +126,6 @@ interface CandidateRow extends SqlRow {
   /** The row's rowid and xmin (its version), as text: what a binary COPY of its ColBERT bytes checks. */
   rowid?: string;
   xmin?: string;
-}
-
-/**
- * ColBERT rows packed into one growing buffer as they arrive (core's `PackedColbert`, the input
- * of `maxSimPacked`): each row's bytes are checked by the codec and copied once.
- */
-type ColbertData = PackedColbert['data'];
-
-class PackBuilder {
-  readonly rows: number[] = [];
-  private readonly offsets: number[] = [0];
-  private data: ColbertData;
-  private scales: Float32Array | undefined;
-
-  constructor(
-    private readonly codec: ColbertCodec,
-    expectedRows: number,
-  ) {
-    const n = expectedRows * 256 * codec.dim; // BGE-M3's usual 256 vectors; grows when needed
-    this.data = codec.precision === 'int8' ? new Int8Array(n) : codec.precision === 'fp16' ? new Uint16Array(n) : new Float32Array(n);
-    this.scales = codec.precision === 'int8' ? new Float32Array(expectedRows * 256) : undefined;
-  }
-
-  add(row: number, bytes: Uint8Array): void {
-    const v = this.codec.view(bytes);
-    const dim = this.codec.dim;
-    const at = this.offsets[this.offsets.length - 1];
-    const end = at + v.count;
-    if (end * dim > this.data.length) {
-      const bigger = new (this.data.constructor as new (n: number) => ColbertData)(Math.max(end * dim, 2 * this.data.length));
-      (bigger as Float32Array).set(this.data as Float32Array);
-      this.data = bigger;
-    }
-    (this.data as Float32Array).set(v.data as Float32Array, at * dim);
-    if (this.scales) {
-      if (end > this.scales.length) {
-        const bigger = new Float32Array(Math.max(end, 2 * this.scales.length));
-        bigger.set(this.scales);
-        this.scales = bigger;
-      }
-      this.scales.set(v.scales as Float32Array, at);
-    }
-    this.offsets.push(end);
-    this.rows.push(row);
-  }
-
-  packed(): PackedColbert {
-    const total = this.offsets[this.offsets.length - 1];
-    const p = this.codec.precision as PackedColbert['precision'];
-    const data = this.data.subarray(0, total * this.codec.dim);
-    const offsets = Int32Array.from(this.offsets);
-    return this.scales ? { precision: p, dim: this.codec.dim, data, scales: this.scales.subarray(0, total), offsets } : { precision: p, dim: this.codec.dim, data, offsets };
-  }
 }
 
 /**
@@ -830,23 +777,34 @@ export class PgM3Store implements M3Store {
       const sql = `COPY (SELECT rowid, xmin::text, colbert FROM ${this.t} WHERE rowid = ANY('{${ids.join(',')}}'::bigint[])) TO STDOUT (FORMAT binary)`;
       fetches.push(
         (async () => {
-          let got: PackBuilder;
-          await this.run(async () => {
-            got = new PackBuilder(codec, part.length);
-            await copyBinary(sql, (f) => {
-              const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
-              // Copied into the group's buffer as it arrives: the driver reuses its read buffer.
-              if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) got.add(i, f[2] ?? new Uint8Array(0));
+          let got: ColbertPackBuilder | undefined;
+          let at: number[] = [];
+          try {
+            await this.run(async () => {
+              got?.release();
+              got = new ColbertPackBuilder(codec, part.length * 256); // BGE-M3's usual 256 vectors; grows when needed
+              at = [];
+              await copyBinary(sql, (f) => {
+                const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
+                // Copied into the group's buffer as it arrives: the driver reuses its read buffer.
+                if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) {
+                  (got as ColbertPackBuilder).add(f[2] ?? new Uint8Array(0));
+                  at.push(i);
+                }
+              });
             });
-          });
-          // One MaxSim at a time (each already uses all cores), in arrival order.
-          const run = scoring.then(async () => {
-            if (got.rows.length === 0) return;
-            const scores = await maxSimPacked(query, got.packed(), this.threads);
-            got.rows.forEach((i, k) => (out[i] = scores[k]));
-          });
-          scoring = run.catch(() => undefined);
-          await run;
+            // One MaxSim at a time (each already uses all cores), in arrival order.
+            const pack = got as ColbertPackBuilder;
+            const run = scoring.then(async () => {
+              if (at.length === 0) return;
+              const scores = await maxSimPacked(query, pack.packed(), this.threads);
+              at.forEach((i, k) => (out[i] = scores[k]));
+            });
+            scoring = run.catch(() => undefined);
+            await run;
+          } finally {
+            (got as ColbertPackBuilder | undefined)?.release();
+          }
         })(),
       );
     }
