@@ -71,6 +71,55 @@ describe('over the wire protocol with pg', () => {
     for (const [i, q] of QUERIES.entries()) assertSameResults(await store.search(q, { k: 5 }), sequential[i], 0, q);
   });
 
+  it('the COPY search (ranking and ColBERT bytes in one COPY, MaxSim by groups) equals the base64 search, at any rerankDepth and weights', async () => {
+    const base64 = await PgM3Store.connect({ client: pgClient(pool), encoder, table: 'net_docs', colbertTransfer: 'base64' });
+    const cases: { k?: number; fetchK?: number; rerankDepth?: number; weights?: [number, number, number] }[] = [
+      { k: 8, fetchK: 100 },
+      { k: 5, rerankDepth: 1 },
+      { k: 5, rerankDepth: 3 },
+      { k: 10, rerankDepth: 7, fetchK: 6 },
+      { k: 24, rerankDepth: 23 },
+      { k: 3, weights: [0.4, 0.2, 0] },
+      { k: 6, weights: [0, 1, 0.5] },
+      { k: 6, weights: [1, 0, 1] },
+    ];
+    for (const q of QUERIES) {
+      for (const options of cases) assert.deepEqual(await store.search(q, options), await base64.search(q, options), `${q} ${JSON.stringify(options)}`);
+    }
+  });
+
+  it('a row changed or deleted after the dense stage nominated it is scored and returned as it is now (the COPY search)', async () => {
+    const writer = await PgM3Store.connect({ client: pgClient(pool), encoder, table: 'net_race' });
+    await writer.add(CORPUS);
+    const base = pgClient(pool);
+    let afterDenseStage: (() => Promise<unknown>) | undefined;
+    const copyBinary = base.copyBinary as NonNullable<typeof base.copyBinary>;
+    const racing = {
+      ...base,
+      async copyBinary(sql: string, onRow: (fields: readonly (Buffer | null)[]) => void) {
+        await copyBinary(sql, onRow);
+        const hook = afterDenseStage;
+        if (hook && /ORDER BY dense <#>/.test(sql) && !/WITH c AS/.test(sql)) {
+          afterDenseStage = undefined;
+          await hook(); // another connection commits a write before the ranking statement
+        }
+      },
+    };
+    const store2 = await PgM3Store.connect({ client: racing, encoder, table: 'net_race' });
+    const q = QUERIES[0];
+    for (const change of ['updated', 'deleted'] as const) {
+      const top = (await writer.search(q, { k: 5 }))[0].id;
+      afterDenseStage = () => (change === 'deleted' ? writer.delete(top) : writer.add([{ id: top, text: 'Something else entirely: tea gardens.', metadata: { changed: true } }]));
+      const got = await store2.search(q, { k: 5 });
+      assert.equal(afterDenseStage, undefined, 'the write ran between the first stages and the ranking');
+      assert.deepEqual(got, await writer.search(q, { k: 5 }), change);
+      const hit = got.find((h) => h.id === top);
+      if (change === 'deleted') assert.equal(hit, undefined);
+      else if (hit) assert.deepEqual(hit.metadata, { changed: true });
+    }
+    await writer.drop();
+  });
+
   it('upsert and delete over the network', async () => {
     const doc = { id: 'en-rust', text: 'Rust and PostgreSQL: a replaced document.', metadata: { lang: 'en', v: 2 } };
     await Promise.all([store.add([doc]), index.add([doc])]);

@@ -8,6 +8,7 @@ import { PgM3Store, isConnectionError, parseTableName, pgClient, pgliteClient, p
 import { formatDense, formatSparse } from '../src/codec.js';
 import { versionAtLeast } from '../src/schema.js';
 import { BinaryCopyParser } from '../src/sql-client.js';
+import { inlineParams } from '../src/store.js';
 import { rng, unitVector } from './helpers.js';
 
 // Compile-time: the adapters accept the drivers' own types.
@@ -221,5 +222,19 @@ describe('binary COPY stream', () => {
   it('refuses a stream without the signature; reports a missing trailer', () => {
     assert.throws(() => new BinaryCopyParser(() => undefined).push(Buffer.alloc(40)), /PGCOPY signature/);
     assert.equal(parse([stream(rows).subarray(0, -2)]).ended, false);
+  });
+});
+
+describe('inlineParams (the literals of a COPY statement)', () => {
+  it('writes numbers and numeric text forms in, skips quoted identifiers, refuses anything else', () => {
+    const dense = formatDense(Float32Array.from([0.5, -1.25e-7, 3]));
+    const sparse = formatSparse({ indices: Uint32Array.from([0, 7]), values: Float32Array.from([0.25, 1e-3]) }, 250002);
+    assert.equal(
+      inlineParams(`SELECT "a$1""b", $1::vector, $2::sparsevec, $3::bigint[], $10 FROM t LIMIT $4`, [dense, sparse, '{1,22,333}', 40, 0, 0, 0, 0, 0, 0.5]),
+      `SELECT "a$1""b", '${dense}'::vector, '${sparse}'::sparsevec, '{1,22,333}'::bigint[], 0.5 FROM t LIMIT 40`,
+    );
+    for (const bad of ["x'; DROP TABLE t; --", 'abc', '1 2', '$$', '1e5)', NaN, Infinity, 1n, null, undefined, {}, ['1']]) {
+      assert.throws(() => inlineParams('SELECT $1', [bad]), /not a number or a numeric text form/, String(bad));
+    }
   });
 });
