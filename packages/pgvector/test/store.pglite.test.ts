@@ -116,6 +116,29 @@ describe('agreement with the embedded M3Index', () => {
     await assert.rejects(store.searchSparse(QUERIES[0], { postingsPerToken: 0 }), /postingsPerToken/);
   });
 
+  it('with a where filter, postingsPerToken bounds the postings of the passing documents: a bound of 1 finds, per query token, the heaviest passing document', async () => {
+    const en = CORPUS.filter((c) => c.metadata.lang === 'en');
+    const docs = await encoder.encode(en.map((c) => c.text), { sparse: true });
+    for (const q of [...QUERIES, 'the river and the capital of tea']) {
+      const [enc] = await encoder.encode([q], { sparse: true });
+      const qs = enc.sparse as SparseVector;
+      const want = new Set<string>();
+      qs.indices.forEach((token, i) => {
+        if (!(qs.values[i] > 0)) return;
+        let best: string | undefined;
+        let weight = 0;
+        docs.forEach((d, j) => {
+          const s = d.sparse as SparseVector;
+          const at = s.indices.indexOf(token);
+          if (at >= 0 && s.values[at] > weight) [best, weight] = [en[j].id, s.values[at]];
+        });
+        if (best) want.add(best);
+      });
+      const got = await store.searchSparse(enc, { k: 50, postingsPerToken: 1, where: { lang: 'en' } });
+      assert.deepEqual(new Set(got.map((h) => h.id)), want, q);
+    }
+  });
+
   it('get / has / ids / count', async () => {
     assert.deepEqual(await store.get('ja-fuji'), { id: 'ja-fuji', ...CORPUS.find((c) => c.id === 'ja-fuji') });
     assert.equal(await store.get('nope'), undefined);
