@@ -28,6 +28,11 @@
  * version (xmin) against the one ranked; a row changed or deleted in between makes the search
  * run again with the ColBERT bytes inline in the ranking statement, so no result mixes versions.
  *
+ * Over `pg` without a filter ({@link PgM3Store.hybridByCopy}, the common case) the same steps
+ * take three round trips instead of eight: each first stage is one simple query (settings and
+ * COPY), and steps 2 and 3's transfer are ONE `COPY (ranking) TO STDOUT (FORMAT binary)`, so
+ * the ColBERT bytes come from the ranking's own snapshot and need no version check.
+ *
  * `<#>` is pgvector's NEGATIVE inner product (smaller is closer). An HNSW scan returns at most
  * `hnsw.ef_search` rows, so every search sets it (transaction-locally) to at least the number
  * of rows it asks for.
@@ -748,10 +753,10 @@ export class PgM3Store implements M3Store {
     const denseParams: unknown[] = [dq, n];
     const sparseParams: unknown[] = [n];
     const sparseQuery = this.sparseIndex === 'hnsw' ? `$${sparseParams.push(sq)}::sparsevec` : '';
-    const [denseIds, sparseIds] = await Promise.all([
-      stage(`SELECT rowid FROM ${this.t} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $2`, denseParams),
-      stage(this.sparseStage(q.sparse as SparseVector, '$1', o, sparseParams, sparseQuery, options.postingsPerToken, 'rowid'), sparseParams),
-    ]);
+    const denseStage = () => stage(`SELECT rowid FROM ${this.t} ORDER BY dense <#> $1::${this.denseCast()} LIMIT $2`, denseParams);
+    const sparseStage = () => stage(this.sparseStage(q.sparse as SparseVector, '$1', o, sparseParams, sparseQuery, options.postingsPerToken, 'rowid'), sparseParams);
+    // Side by side on two connections, or one after the other (searchConnections 1).
+    const [denseIds, sparseIds] = this.searchConnections > 1 ? await Promise.all([denseStage(), sparseStage()]) : [await denseStage(), await sparseStage()];
     const candidates = [...new Set([...denseIds, ...sparseIds])];
     if (candidates.length === 0) return [];
     const limit = useColbert ? depth : o.k;
@@ -824,10 +829,9 @@ export class PgM3Store implements M3Store {
     // (The postings stage takes the query as token and weight arrays, HNSW as a sparsevec.)
     const sparseQuery = this.sparseIndex === 'hnsw' ? `$${sparseParams.push(sq)}::sparsevec` : '';
     const sparseSql = this.sparseStage(q.sparse as SparseVector, '$1', o, sparseParams, sparseQuery, options.postingsPerToken, 'rowid');
-    const [denseIds, sparseIds] = await Promise.all([
-      this.read<{ rowid: unknown }>(n, options.efSearch, filtered, denseSql, denseParams),
-      this.read<{ rowid: unknown }>(n, options.efSearch, filtered, sparseSql, sparseParams),
-    ]);
+    const denseStage = () => this.read<{ rowid: unknown }>(n, options.efSearch, filtered, denseSql, denseParams);
+    const sparseStage = () => this.read<{ rowid: unknown }>(n, options.efSearch, filtered, sparseSql, sparseParams);
+    const [denseIds, sparseIds] = this.searchConnections > 1 ? await Promise.all([denseStage(), sparseStage()]) : [await denseStage(), await sparseStage()];
     const candidates = [...new Set([...denseIds, ...sparseIds].map((r) => String(r.rowid)))];
     if (candidates.length === 0) return [];
     // 2. One statement (one snapshot) scores every candidate exactly by dense and sparse, tests
@@ -892,7 +896,9 @@ export class PgM3Store implements M3Store {
     const groups = Math.max(1, Math.min(Math.max(2, this.searchConnections), Math.ceil(rows.length / 5)));
     const size = Math.ceil(rows.length / groups);
     let scoring: Promise<unknown> = Promise.resolve();
-    const fetches: Promise<void>[] = [];
+    // With searchConnections 1 each group's COPY starts when the previous one has ended.
+    let previousFetch: Promise<unknown> = Promise.resolve();
+    const groupsDone: Promise<void>[] = [];
     for (let g = 0; g < rows.length; g += size) {
       const part = rows.slice(g, g + size);
       // Integers only (checked): COPY takes no parameters, so the list is a literal.
@@ -901,40 +907,38 @@ export class PgM3Store implements M3Store {
         return String(r.rowid);
       });
       const sql = `COPY (SELECT rowid, xmin::text, colbert FROM ${this.t} WHERE rowid = ANY('{${ids.join(',')}}'::bigint[])) TO STDOUT (FORMAT binary)`;
-      fetches.push(
-        (async () => {
-          let got: ColbertPackBuilder | undefined;
-          let at: number[] = [];
-          try {
-            await this.run(async () => {
-              got?.release();
-              got = new ColbertPackBuilder(codec, part.length * 256); // BGE-M3's usual 256 vectors; grows when needed
-              at = [];
-              await copyBinary(sql, (f) => {
-                const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
-                // Copied into the group's buffer as it arrives: the driver reuses its read buffer.
-                if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) {
-                  (got as ColbertPackBuilder).add(f[2] ?? new Uint8Array(0));
-                  at.push(i);
-                }
-              });
-            });
-            // One MaxSim at a time (each already uses all cores), in arrival order.
-            const pack = got as ColbertPackBuilder;
-            const run = scoring.then(async () => {
-              if (at.length === 0) return;
-              const scores = await maxSimPacked(query, pack.packed(), this.threads);
-              at.forEach((i, k) => (out[i] = scores[k]));
-            });
-            scoring = run.catch(() => undefined);
-            await run;
-          } finally {
-            (got as ColbertPackBuilder | undefined)?.release();
-          }
-        })(),
-      );
+      const packs: ColbertPackBuilder[] = [];
+      const fetchGroup = () =>
+        this.run(async () => {
+          for (const p of packs.splice(0)) p.release();
+          const pack = new ColbertPackBuilder(codec, part.length * 256); // BGE-M3's usual 256 vectors; grows when needed
+          packs.push(pack);
+          const at: number[] = [];
+          await copyBinary(sql, (f) => {
+            const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
+            // Copied into the group's buffer as it arrives: the driver reuses its read buffer.
+            if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) {
+              pack.add(f[2] ?? new Uint8Array(0));
+              at.push(i);
+            }
+          });
+          return { pack, at };
+        });
+      const fetch = this.searchConnections > 1 ? fetchGroup() : previousFetch.then(fetchGroup);
+      previousFetch = fetch.catch(() => undefined);
+      // One MaxSim at a time (each already uses all cores), in arrival order.
+      const scored = fetch.then(({ pack, at }) => {
+        const run = scoring.then(async () => {
+          if (at.length === 0) return;
+          const scores = await maxSimPacked(query, pack.packed(), this.threads);
+          at.forEach((i, k) => (out[i] = scores[k]));
+        });
+        scoring = run.catch(() => undefined);
+        return run;
+      });
+      groupsDone.push(scored.finally(() => packs.forEach((p) => p.release())));
     }
-    await Promise.all(fetches);
+    await Promise.all(groupsDone);
     return out;
   }
 

@@ -120,6 +120,35 @@ describe('over the wire protocol with pg', () => {
     await writer.drop();
   });
 
+  it('searchConnections: the first stages run side by side on two connections by default, one at a time with 1', async () => {
+    const base = pgClient(pool);
+    let inFlight = 0;
+    let most = 0;
+    const track = async <T>(p: () => Promise<T>): Promise<T> => {
+      most = Math.max(most, ++inFlight);
+      try {
+        return await p();
+      } finally {
+        inFlight--;
+      }
+    };
+    const counting = {
+      ...base,
+      query: ((sql: string, params?: unknown[]) => track(() => base.query(sql, params))) as typeof base.query,
+      transaction: ((fn: Parameters<typeof base.transaction>[0]) => track(() => base.transaction(fn))) as typeof base.transaction,
+      copyBinary: (sql: string, onRow: (fields: readonly (Buffer | null)[]) => void) => track(() => (base.copyBinary as NonNullable<typeof base.copyBinary>)(sql, onRow)),
+    };
+    for (const [searchConnections, want] of [[undefined, 2], [1, 1]] as const) {
+      const s = await PgM3Store.connect({ client: counting, encoder, table: 'net_docs', ...(searchConnections ? { searchConnections } : {}) });
+      for (const where of [undefined, { lang: 'en' }]) {
+        most = 0;
+        const got = await s.search(QUERIES[1], { k: 5, ...(where ? { where } : {}) });
+        assert.deepEqual(got, await store.search(QUERIES[1], { k: 5, ...(where ? { where } : {}) }));
+        assert.equal(most, want, `searchConnections ${searchConnections}, where ${JSON.stringify(where)}`);
+      }
+    }
+  });
+
   it('upsert and delete over the network', async () => {
     const doc = { id: 'en-rust', text: 'Rust and PostgreSQL: a replaced document.', metadata: { lang: 'en', v: 2 } };
     await Promise.all([store.add([doc]), index.add([doc])]);
