@@ -73,6 +73,7 @@ import {
   type M3StoredDocument,
   type M3Weights,
   type OutputSelection,
+  type PackedColbert,
   type SparseVector,
   type TextEncoder3,
 } from '@bgem3/core';
@@ -125,6 +126,21 @@ export function inlineParams(sql: string, params: readonly unknown[]): string {
 const MAXSIM_GROUPS = 4;
 /** Rows of the smallest MaxSim group: below that an onnxruntime run costs more than it overlaps. */
 const MIN_MAXSIM_GROUP = 5;
+
+/** `fn()`, its INDEX_INVALID (stored bytes that do not decode) naming the document `id`. */
+function namingDocument<T>(fn: () => T, id: string): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof M3Error && err.code === 'INDEX_INVALID') throw new M3Error('INDEX_INVALID', `document ${JSON.stringify(id)}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Adds a row's ColBERT bytes (as COPY delivered them) to `pack`; INDEX_INVALID naming the document if they do not decode. */
+function addColbert(pack: ColbertPackBuilder, bytes: Buffer | null | undefined, id: string): void {
+  namingDocument(() => pack.add(bytes ?? new Uint8Array(0)), id);
+}
 
 /** Sorts by score descending, then id ascending (M3Index's order). */
 function byScoreThenId<T extends { id: string; score: number }>(a: T, b: T): number {
@@ -776,11 +792,17 @@ export class PgM3Store implements M3Store {
     let rows: CandidateRow[] = [];
     const packs: ColbertPackBuilder[] = [];
     const scoring: Promise<Float64Array>[] = [];
-    const score = (pack: ColbertPackBuilder) => scoring.push(maxSimPacked(q.colbert as ColbertMatrix, pack.packed(), this.threads));
+    const score = (pack: ColbertPackBuilder) => {
+      const scored = maxSimPacked(q.colbert as ColbertMatrix, pack.packed(), this.threads);
+      // Handled now (awaited after the COPY): a rejection meanwhile must not be "unhandled".
+      scored.catch(() => undefined);
+      scoring.push(scored);
+    };
     try {
       await this.run(async () => {
-        for (const p of packs.splice(0)) p.release();
+        // A retry after a lost connection: the previous attempt's MaxSims end before their buffers go back.
         await Promise.allSettled(scoring.splice(0));
+        for (const p of packs.splice(0)) p.release();
         rows = [];
         await copyBinary(`COPY (${ranking}) TO STDOUT (FORMAT binary)`, (f) => {
           rows.push({
@@ -793,7 +815,7 @@ export class PgM3Store implements M3Store {
           if (!useColbert) return;
           if (rows.length % group === 1 || group === 1) packs.push(new ColbertPackBuilder(codec, group * 256));
           const pack = packs[packs.length - 1];
-          pack.add(f[5] ?? new Uint8Array(0)); // copied as it arrives: the driver reuses its read buffer
+          addColbert(pack, f[5], rows[rows.length - 1].id); // copied as it arrives: the driver reuses its read buffer
           if (pack.length === group) score(pack);
         });
       });
@@ -918,7 +940,7 @@ export class PgM3Store implements M3Store {
             const i = index.get(f[0] ? String(f[0].readBigInt64BE(0)) : '');
             // Copied into the group's buffer as it arrives: the driver reuses its read buffer.
             if (i !== undefined && f[1]?.toString('utf8') === rows[i].xmin) {
-              pack.add(f[2] ?? new Uint8Array(0));
+              addColbert(pack, f[2], rows[i].id);
               at.push(i);
             }
           });
@@ -961,7 +983,16 @@ export class PgM3Store implements M3Store {
   /** MaxSim of the query against the candidates' stored ColBERT bytes (a row without any scores 0). */
   private maxSim(query: ColbertMatrix, rows: readonly CandidateRow[]): Promise<Float64Array> {
     const codec = this.codec as ColbertCodec;
-    return maxSimPacked(query, codec.pack(rows.map((r) => colbertBytes(r.colbert))), this.threads);
+    const bytes = rows.map((r) => colbertBytes(r.colbert));
+    let packed: PackedColbert;
+    try {
+      packed = codec.pack(bytes);
+    } catch (err) {
+      // Which document: the first whose bytes do not decode.
+      bytes.forEach((b, i) => namingDocument(() => codec.view(b), rows[i].id));
+      throw err;
+    }
+    return maxSimPacked(query, packed, this.threads);
   }
 
   /**

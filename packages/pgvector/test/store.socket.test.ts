@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { M3Index, type M3Encoder } from '@bgem3/core';
+import { M3Error, M3Index, type M3Encoder } from '@bgem3/core';
 import type { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import pg from 'pg';
@@ -147,6 +147,27 @@ describe('over the wire protocol with pg', () => {
         assert.equal(most, want, `searchConnections ${searchConnections}, where ${JSON.stringify(where)}`);
       }
     }
+  });
+
+  it('a corrupt ColBERT value read by COPY fails the search with INDEX_INVALID naming it, on both paths; the store keeps working', async () => {
+    const s = await PgM3Store.connect({ client: pgClient(pool), encoder, table: 'net_corrupt' });
+    await s.add(CORPUS);
+    const q = QUERIES[0];
+    const top = (await s.search(q, { k: 3 }))[0].id;
+    await pool.query(`UPDATE "net_corrupt" SET colbert = '\\x010203'::bytea WHERE id = $1`, [top]);
+    const base64 = await PgM3Store.connect({ client: pgClient(pool), encoder, table: 'net_corrupt', colbertTransfer: 'base64' });
+    for (const [store, where] of [[s, undefined], [s, { lang: { $ne: 'none' } }], [base64, undefined]] as const) {
+      await assert.rejects(store.search(q, { k: 3, ...(where ? { where } : {}) }), (e: M3Error) => {
+        assert.equal(e.code, 'INDEX_INVALID', String(e));
+        assert.match(e.message, new RegExp(`^document "${top}": ColBERT bytes: 3 is not a multiple`));
+        return true;
+      });
+    }
+    // Without ColBERT the row still ranks; the others are untouched.
+    assert.ok((await s.search(q, { k: CORPUS.length, weights: [0.4, 0.2, 0] })).some((h) => h.id === top));
+    await s.delete(top);
+    assert.equal((await s.search(q, { k: 3 })).length, 3);
+    await s.drop();
   });
 
   it('upsert and delete over the network', async () => {
