@@ -64,7 +64,10 @@ export interface EncoderStats {
   forwardPasses: number;
   /** Texts that went through the model (cache misses). */
   textsEncoded: number;
+  /** Calls' texts answered from the encode cache. */
   cacheHits: number;
+  /** Bytes the encode cache holds now (bounded by its `maxBytes`; 0 with the cache off). */
+  cacheBytes: number;
 }
 
 function selection(o: OutputSelection | undefined): Required<OutputSelection> {
@@ -300,7 +303,7 @@ export class M3Encoder implements TextEncoder3 {
 
   /** Counters for tests and monitoring. */
   get stats(): EncoderStats {
-    return { forwardPasses: this.runner.forwardPasses, textsEncoded: this.textsEncoded, cacheHits: this.cache?.hits ?? 0 };
+    return { forwardPasses: this.runner.forwardPasses, textsEncoded: this.textsEncoded, cacheHits: this.cache?.hits ?? 0, cacheBytes: this.cache?.byteSize ?? 0 };
   }
 
   /** Tokenises as the encoder does (ids with `<s>`/`</s>`, truncated to `maxLength`). */
