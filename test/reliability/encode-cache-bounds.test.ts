@@ -39,6 +39,8 @@ describe('encode cache bounds', () => {
       t.diagnostic(`heap and array buffers +${(growth / 2 ** 20).toFixed(1)} MB after 1,200 texts of 50 KB with an 8 MB cache`);
       // The cache itself (~budget) plus a few MB of baseline; before the fix its keys alone were ~48 MB here.
       assert.ok(growth < budget + 8 * 2 ** 20, `heap and array buffers grew by ${(growth / 2 ** 20).toFixed(1)} MB with an 8 MB cache`);
+      // stats.cacheBytes reports what the cache holds: filled to near its budget, never over it.
+      assert.ok(enc.stats.cacheBytes <= budget && enc.stats.cacheBytes > budget / 2, `cacheBytes ${enc.stats.cacheBytes} of ${budget}`);
       // The cache is in use: a repeat of a recent text is a hit.
       const hits = enc.stats.cacheHits;
       await enc.encode([`29-39 ${'a long passage about rivers and tea '.repeat(1400)}`], all);
