@@ -256,6 +256,15 @@ describe('where: one filter grammar for every store', () => {
       [null, /must be a plain object filter/],
       ['tenant = a', /must be a plain object filter/],
       [Object.defineProperty({}, 'tenant', { get: () => 'a', enumerable: true }), /getter/],
+      // Holes of sparse arrays, which map/every/some skip: `$and: [, ]` would restrict nothing.
+      // eslint-disable-next-line no-sparse-arrays
+      [{ $and: [, { tenant: 'a' }] }, /where\.\$and\[0\] is a hole in a sparse array/],
+      [{ $and: new Array(2) }, /where\.\$and\[0\] is a hole/],
+      // eslint-disable-next-line no-sparse-arrays
+      [{ $or: [{ tenant: 'a' }, , { tenant: 'b' }] }, /where\.\$or\[1\] is a hole/],
+      // eslint-disable-next-line no-sparse-arrays
+      [{ tenant: { $nin: [, 'a'] } }, /where\.tenant\.\$nin\[0\] is a hole/],
+      [{ tenant: { $in: Object.defineProperty(['a', 'b'], 1, { get: () => 'c', enumerable: true }) } }, /where\.tenant\.\$in\[1\] is a getter/],
     ];
     for (const [w, pattern] of cases) assert.throws(() => checkWhere(w), invalid(pattern), String(pattern));
   });

@@ -79,6 +79,11 @@ describe('where filters that cannot leak', () => {
     ['not an object', 'tenant = a', /plain object/],
     ['null', null, /plain object/],
     ['an array', [{ tenant: 'a' }], /plain object/],
+    // eslint-disable-next-line no-sparse-arrays
+    ['a hole in $and (`$and: [, x]`, which array methods skip)', { $and: [, { tenant: 'a' }] }, /\$and\[0\] is a hole/],
+    ['an $and of holes only (`new Array(1)`)', { $and: new Array(1) }, /\$and\[0\] is a hole/],
+    // eslint-disable-next-line no-sparse-arrays
+    ['a hole in $nin', { tenant: { $nin: [, 'b'] } }, /\$nin\[0\] is a hole/],
   ];
   for (const [what, where, re] of cases) {
     it(`${what}: INVALID_ARGUMENT in search, searchDense and searchSparse, as in M3Index`, async () => {

@@ -19,7 +19,8 @@
  * Anything else is INVALID_ARGUMENT naming its path, never a match-all: `undefined` values
  * (`{ tenant: user.tenant }` with no tenant), functions, symbols, BigInt, NaN/Infinity, class
  * instances (Date, URL, Map, …), objects with a `toJSON`, getters, unknown operators, arrays
- * where a scalar belongs, empty `$and`/`$or`/`$in`.
+ * where a scalar belongs, empty `$and`/`$or`/`$in`, and holes of sparse arrays (`[, x]`, which
+ * JavaScript's array methods skip: `$and: [, ]` would otherwise restrict nothing).
  */
 import { invalidArgument } from '../errors.js';
 
@@ -126,11 +127,27 @@ function checkOrdered(v: unknown, path: string): number | string {
   return s;
 }
 
+/**
+ * The elements of array `v`, each read once as a plain value: a hole (an index never set) or a
+ * getter is INVALID_ARGUMENT, since `map`/`every`/`some` would skip the hole and the filter mean
+ * less than it says.
+ */
+function elementsOf(v: readonly unknown[], path: string): unknown[] {
+  const out: unknown[] = [];
+  for (let i = 0; i < v.length; i++) {
+    const d = Object.getOwnPropertyDescriptor(v, i);
+    if (d === undefined) invalidArgument(`${path}[${i}] is a hole in a sparse array (undefined): filters are plain JSON`);
+    if (!('value' in d)) invalidArgument(`${path}[${i}] is a getter: filters are plain JSON`);
+    out.push(d.value);
+  }
+  return out;
+}
+
 function checkScalarList(v: unknown, path: string): M3WhereScalar[] {
   if (!Array.isArray(v)) invalidArgument(`${path} must be an array of scalars, got ${describe(v)}`);
   if (v.length === 0) invalidArgument(`${path} is empty`);
   if (v.length > MAX_NODES) invalidArgument(`${path} has more than ${MAX_NODES} values`);
-  return v.map((x, i) => checkScalar(x, `${path}[${i}]`));
+  return elementsOf(v, path).map((x, i) => checkScalar(x, `${path}[${i}]`));
 }
 
 /**
@@ -154,7 +171,8 @@ function parseObject(v: unknown, path: string, depth: number, count: { n: number
     const p = `${path}.${key}`;
     if (key === '$and' || key === '$or') {
       if (!Array.isArray(value) || value.length === 0) invalidArgument(`${p} must be a non-empty array of filters, got ${describe(value)}`);
-      children.push({ kind: key === '$and' ? 'and' : 'or', children: value.map((w, i) => parseObject(w, `${p}[${i}]`, depth + 1, count)) });
+      if (value.length > MAX_NODES) invalidArgument(`${p}: a filter has at most ${MAX_NODES} conditions`);
+      children.push({ kind: key === '$and' ? 'and' : 'or', children: elementsOf(value, p).map((w, i) => parseObject(w, `${p}[${i}]`, depth + 1, count)) });
     } else if (key === '$not') {
       children.push({ kind: 'not', child: parseObject(value, p, depth + 1, count) });
     } else if (key.startsWith('$')) {
