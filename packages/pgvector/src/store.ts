@@ -137,9 +137,20 @@ function namingDocument<T>(fn: () => T, id: string): T {
   }
 }
 
-/** Adds a row's ColBERT bytes (as COPY delivered them) to `pack`; INDEX_INVALID naming the document if they do not decode. */
+/**
+ * A row of a store that keeps ColBERT vectors with none (`colbert` NULL): written outside
+ * PgM3Store. INDEX_INVALID naming the document, as M3Index for a missing ColBERT row, never a
+ * MaxSim of 0 that would rank it silently. (A document with no ColBERT vectors, e.g. an empty
+ * text, is stored as zero bytes, not NULL.)
+ */
+function missingColbert(id: string): never {
+  throw new M3Error('INDEX_INVALID', `document ${JSON.stringify(id)}: no ColBERT vectors stored (colbert is NULL) in a store that keeps them; the row was not written by PgM3Store: add the document again`);
+}
+
+/** Adds a row's ColBERT bytes (as COPY delivered them) to `pack`; INDEX_INVALID naming the document if they are NULL or do not decode. */
 function addColbert(pack: ColbertPackBuilder, bytes: Buffer | null | undefined, id: string): void {
-  namingDocument(() => pack.add(bytes ?? new Uint8Array(0)), id);
+  if (bytes === null || bytes === undefined) missingColbert(id);
+  namingDocument(() => pack.add(bytes), id);
 }
 
 /** Sorts by score descending, then id ascending (M3Index's order). */
@@ -152,11 +163,11 @@ function parseMetadata(v: unknown): JsonObject {
   return (typeof v === 'string' ? JSON.parse(v) : v) as JsonObject;
 }
 
-/** ColBERT bytes as the driver returned them: raw bytes, or base64 text (see the file comment). */
-function colbertBytes(v: unknown): Uint8Array {
+/** ColBERT bytes of document `id` as the driver returned them: raw bytes, or base64 text (see the file comment); NULL is INDEX_INVALID. */
+function colbertBytes(v: unknown, id: string): Uint8Array {
   if (v instanceof Uint8Array) return v;
   if (typeof v === 'string') return Buffer.from(v, 'base64');
-  return new Uint8Array(0);
+  return missingColbert(id);
 }
 
 interface CandidateRow extends SqlRow {
@@ -969,7 +980,7 @@ export class PgM3Store implements M3Store {
     if (ids.length === 0) return new Map();
     const sql = `SELECT t.id, ${this.colbertSql} AS colbert FROM ${this.t} t WHERE t.id = ANY($1::text[])`;
     const rows = await this.run(() => this.client.query<{ id: string; colbert: unknown }>(sql, [ids]));
-    return new Map(rows.map((r) => [r.id, colbertBytes(r.colbert)]));
+    return new Map(rows.map((r) => [r.id, colbertBytes(r.colbert, r.id)]));
   }
 
   private ranked(rows: readonly CandidateRow[], colbert: Float64Array, weights: M3Weights): M3SearchResult[] {
@@ -980,10 +991,10 @@ export class PgM3Store implements M3Store {
     return results.sort(byScoreThenId);
   }
 
-  /** MaxSim of the query against the candidates' stored ColBERT bytes (a row without any scores 0). */
+  /** MaxSim of the query against the candidates' stored ColBERT bytes (a document stored with no vectors scores 0). */
   private maxSim(query: ColbertMatrix, rows: readonly CandidateRow[]): Promise<Float64Array> {
     const codec = this.codec as ColbertCodec;
-    const bytes = rows.map((r) => colbertBytes(r.colbert));
+    const bytes = rows.map((r) => colbertBytes(r.colbert, r.id));
     let packed: PackedColbert;
     try {
       packed = codec.pack(bytes);

@@ -165,6 +165,18 @@ describe('over the wire protocol with pg', () => {
     }
     // Without ColBERT the row still ranks; the others are untouched.
     assert.ok((await s.search(q, { k: CORPUS.length, weights: [0.4, 0.2, 0] })).some((h) => h.id === top));
+    // NULL (a row written outside the store): INDEX_INVALID naming it on every path, never a MaxSim of 0.
+    await pool.query(`UPDATE "net_corrupt" SET colbert = NULL WHERE id = $1`, [top]);
+    const nullColbert = (e: M3Error) => {
+      assert.equal(e.code, 'INDEX_INVALID', String(e));
+      assert.match(e.message, new RegExp(`^document "${top}": no ColBERT vectors stored \\(colbert is NULL\\)`));
+      return true;
+    };
+    for (const [store, where] of [[s, undefined], [s, { lang: { $ne: 'none' } }], [base64, undefined]] as const) {
+      await assert.rejects(store.search(q, { k: 3, ...(where ? { where } : {}) }), nullColbert);
+      await assert.rejects(store.rescore(q, [top, CORPUS[0].id === top ? CORPUS[1].id : CORPUS[0].id]), nullColbert);
+    }
+    assert.ok((await s.search(q, { k: CORPUS.length, weights: [0.4, 0.2, 0] })).some((h) => h.id === top));
     await s.delete(top);
     assert.equal((await s.search(q, { k: 3 })).length, 3);
     await s.drop();
