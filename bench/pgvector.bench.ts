@@ -25,14 +25,19 @@
  *    latency at rerankDepth R = 10, 20, 40, 100 and all candidates, the agreement of each top 10
  *    with the top 10 of exact rescoring of ALL candidates, and the transfer of ColBERT bytes as
  *    raw bytea (pg: hex text) vs base64.
+ *
+ * Before both (seconds), the same agreement on the fixture model (test/fixtures/tiny-m3-A) over
+ * real multilingual text: the fixture's golden texts, the demo corpus and the pgvector tests'
+ * corpus as documents, their queries as queries, encoded by the real encoder and searched in a
+ * PgM3Store at R = 10, 20, 40 against R = all (`fixtureAgreement` in the JSON; k 10, so R ≥ 10).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type PgModule from 'pg';
-import { ColbertCodec, DenseIndex, SparseIndex, maxSimPacked, type ColbertMatrix, type EncodeResult, type M3EncodedDocument, type SparseVector } from '../packages/core/src/index.js';
+import { ColbertCodec, DenseIndex, M3Encoder, SparseIndex, maxSimPacked, type ColbertMatrix, type EncodeResult, type M3EncodedDocument, type SparseVector } from '../packages/core/src/index.js';
 import { PgM3Store, openPglite, pgClient, type SparseIndexKind, type SqlClient } from '../packages/pgvector/src/index.js';
 import { gaussian, makeCorpus, makeQueries, rng, unitVectors } from './lib/synthetic.js';
 
@@ -304,7 +309,48 @@ async function breakdown(store: PgM3Store, table: string, queries: (EncodeResult
 // ---------------------------------------------------------------------------------------------
 // 1. The sparse first stage
 
+/**
+ * Agreement of the top-R rerank with exact rescoring of all candidates on the fixture model and
+ * real text (see the file comment): for each query, the top 10 (and top 5) at R against R = all.
+ * The fixture's weights are random, so its ColBERT is barely tied to its dense and sparse
+ * outputs: a harder case for a small R than BGE-M3's.
+ */
+async function fixtureAgreement(): Promise<Record<string, unknown>> {
+  const root = join(here, '..');
+  const golden = JSON.parse(readFileSync(join(root, 'test/fixtures/tiny-m3-A/golden.json'), 'utf8')) as { texts: string[]; queries: string[]; passages: string[] };
+  const demo = readFileSync(join(root, 'examples/demo/corpus.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; text: string });
+  const { CORPUS, QUERIES } = await import('../packages/pgvector/test/helpers.js');
+  const texts = [...new Set([...golden.texts, ...golden.passages, ...demo.map((d) => d.text), ...CORPUS.map((d) => d.text)])];
+  const queries = [...new Set([...golden.queries, ...QUERIES, ...demo.slice(0, 12).map((d) => d.text.split(/[,.:;。、]/)[0])])];
+  const encoder = await M3Encoder.load(join(root, 'test/fixtures/tiny-m3-A'), { workers: 0 });
+  const table = 'bench_fixture_agreement';
+  await client.query(`DROP TABLE IF EXISTS "${table}_postings", "${table}", "${table}_meta"`);
+  const store = await PgM3Store.connect({ client, table, encoder });
+  try {
+    await store.add(texts.map((text, i) => ({ id: `t${i}`, text })));
+    const out: Record<string, unknown> = { documents: texts.length, queries: queries.length, fetchK: 100, weights: [0.4, 0.2, 0.4] };
+    const all = await Promise.all(queries.map((q) => store.search(q, { k: 10, fetchK: 100, rerankDepth: 1000 })));
+    for (const R of [10, 20, 40]) {
+      let a10 = 0;
+      let a5 = 0;
+      for (const [i, q] of queries.entries()) {
+        const got = await store.search(q, { k: 10, fetchK: 100, rerankDepth: R });
+        a10 += got.filter((h) => all[i].some((e) => e.id === h.id)).length / Math.max(1, all[i].length);
+        a5 += got.slice(0, 5).filter((h) => all[i].slice(0, 5).some((e) => e.id === h.id)).length / Math.max(1, Math.min(5, all[i].length));
+      }
+      out[`R${R}`] = { top10: round(a10 / queries.length, 3), top5: round(a5 / queries.length, 3) };
+    }
+    return out;
+  } finally {
+    await store.drop();
+    await encoder.close();
+  }
+}
+
 try {
+  results.fixtureAgreement = await fixtureAgreement();
+  log(`fixture agreement with all candidates: ${JSON.stringify(results.fixtureAgreement)}`);
+  save();
   for (const N of SIZES) {
     const queries = makeQuerySet(N, 3);
     log(`exact ground truth at ${N} (core SparseIndex / DenseIndex)`);
